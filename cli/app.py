@@ -1,0 +1,57 @@
+"""The `clipdex` command: a thin typer layer over the library.
+
+Commands import the library lazily, so `clipdex --help` does not load torch. Every
+library error reaches `_App.invoke`, the one place that turns it into a stderr
+line and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import typer
+import typer.core
+
+from cli import info_cmds, search_cmd, write_cmds
+from retrieval.errors import ClipdexError
+
+EXIT_ERROR = 1
+
+
+class _App(typer.core.TyperGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClipdexError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except OSError as e:
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            typer.echo(f"error:{where} {e.strerror or e}", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+
+
+app = typer.Typer(
+    cls=_App,
+    help="clipdex: search your photos by describing them, or by showing an example.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command("index")(write_cmds.index)
+app.command("forget")(write_cmds.forget)
+app.command("add-texts")(write_cmds.add_texts)
+app.command("search")(search_cmd.search)
+app.command("status")(info_cmds.status)
+app.command("models")(info_cmds.models)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,59 @@
+"""Read-only commands: status and models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.options import DbOpt, JsonOpt, LibraryOpt, open_library
+from cli.render import print_json
+
+
+def status(
+    errors: Annotated[bool, typer.Option("--errors", help="List every skipped file with its reason.")] = False,
+    library: LibraryOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what the library holds: counts, roots, models, and the index's state."""
+    with open_library(library, db) as lib:
+        st = lib.status(errors=errors)
+    if as_json:
+        print_json(st.to_dict())
+        return
+    index = st.index
+    sync = "in sync" if index["in_sync"] else "out of date (rebuilt on next search)"
+    lines = [
+        f"library   {st.home}",
+        f"images    {st.images} indexed, {st.skipped} skipped",
+        f"texts     {st.texts}",
+        f"index     {index['type']}, {index['vectors']} vectors, {_mb(index['memory_bytes'])} in memory, {sync}",
+        f"on disk   {_mb(st.size_bytes)}",
+        f"model     {st.active_model or 'none yet'}",
+    ]
+    lines += [f"root      {r['path']}" + ("" if r["exists"] else "  (missing)") for r in st.roots]
+    lines += [
+        f"  {'*' if m['active'] else ' '} {m['name']}  {m['images']} images, {m['texts']} texts  [{m['fingerprint']}]"
+        for m in st.models
+    ]
+    typer.echo("\n".join(lines))
+    for e in st.errors or []:
+        typer.echo(f"skipped   {e['path']}: {e['reason']}")
+
+
+def models(as_json: JsonOpt = False) -> None:
+    """List the model architectures and their pretrained tags (use as NAME:TAG)."""
+    from retrieval.models import DEFAULT_MODEL, TINY_MODEL, list_models
+
+    listing = list_models()
+    if as_json:
+        print_json({"default": DEFAULT_MODEL, "models": [{"name": m.name, "tags": list(m.tags)} for m in listing]})
+        return
+    typer.echo(f"default: {DEFAULT_MODEL}   built in, offline: {TINY_MODEL}")
+    for m in listing:
+        typer.echo(f"{m.name}: {', '.join(m.tags)}" if m.tags else m.name)
+
+
+def _mb(n: object) -> str:
+    return f"{int(n) / 1e6:.1f} MB" if isinstance(n, (int, float)) else "?"

@@ -1,0 +1,61 @@
+"""`clipdex search`: text→image, image→image, and (with --texts) →text search."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from cli.options import CheckpointOpt, DbOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, model_spec, open_library
+from cli.render import print_json
+
+
+class Sort(str, Enum):
+    score = "score"
+    date = "date"
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="Text, or the path of an image; optionally weighted as W:TERM.")],
+    image: Annotated[bool, typer.Option("--image", help="Treat QUERY as an image file.")] = False,
+    add: Annotated[list[str], typer.Option("--add", help="Add a term (text or image, W:TERM).")] = [],
+    sub: Annotated[list[str], typer.Option("--sub", help="Subtract a term (text or image, W:TERM).")] = [],
+    top: Annotated[int, typer.Option("--top", min=1, help="Number of results.")] = 10,
+    path: Annotated[Optional[str], typer.Option("--path", help="Only paths matching GLOB (* spans folders).")] = None,
+    after: Annotated[Optional[str], typer.Option("--after", help="Taken on or after DATE (ISO 8601).")] = None,
+    before: Annotated[Optional[str], typer.Option("--before", help="Taken before DATE (ISO 8601).")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results scoring at least S.")] = None,
+    sort: Annotated[Sort, typer.Option("--sort", help="Order the top results by score or by date (newest first).")] = Sort.score,
+    texts: Annotated[bool, typer.Option("--texts", help="Search the text collection instead of the images.")] = False,
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    library: LibraryOpt = None,
+    db: DbOpt = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Find photos by describing them or by showing an example photo."""
+    from retrieval.query import SearchFilter, glob_for, parse_date
+
+    filters = SearchFilter(
+        path_glob=glob_for(path) if path else None,
+        after=parse_date(after, "--after") if after else None,
+        before=parse_date(before, "--before") if before else None,
+        min_score=min_score,
+    )
+    with open_library(library, db, device) as lib:
+        results = lib.search(
+            query, add=add, sub=sub, top=top, filters=filters, sort=sort.value, texts=texts,
+            model=model_spec(model, checkpoint), force_image=image,
+        )
+    if as_json:
+        print_json([r.to_dict() for r in results])
+        return
+    if not results:
+        typer.echo("no results", err=True)
+    for r in results:
+        d = r.to_dict()
+        label = d.get("path", d.get("text"))
+        when = f"  {d['taken_at']}" if d.get("taken_at") else ""
+        typer.echo(f"{r.score:.4f}  {label}{when}")

@@ -1,0 +1,480 @@
+"""The catalog: the source of truth for items, their metadata and their vectors.
+
+This module owns every query against the catalog tables. A `WriteBatch` is
+committed in one transaction, and every vector it adds or removes is appended to
+the change log that FAISS indexes replay to catch up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fnmatch import translate
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from indexer import schema
+from indexer.decode import ImageInfo, path_str
+from indexer.schema import changes, embeddings, items, meta, models, roots
+from retrieval.errors import CatalogError
+
+IMAGE = "image"
+TEXT = "text"
+INDEXED = "indexed"
+SKIPPED = "skipped"
+_CHUNK = 500  # rows per IN (...) clause, well under every backend's parameter limit
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    id: int
+    fingerprint: str
+    name: str
+    pretrained: str | None
+    checkpoint: str | None
+    dim: int
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """What change detection needs to know of an indexed file."""
+
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    id: int
+    kind: str
+    path: str | None
+    text: str | None
+    width: int | None
+    height: int | None
+    taken_at: float | None
+    date_key: float | None
+    camera: str | None
+    size: int | None
+    status: str
+    reason: str | None
+
+
+@dataclass
+class FileRecord:
+    """An image file to insert or update, with its decode outcome and its vectors by model id."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: str
+    info: ImageInfo | None = None
+    reason: str | None = None  # set when the file is skipped
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)  # model id -> (D,) float32
+    item_id: int | None = None  # set for an update of an existing item
+    copy_from: int | None = None  # reuse this item's vectors (a copy of an indexed file)
+
+
+@dataclass
+class WriteBatch:
+    """Everything one transaction changes."""
+
+    records: list[FileRecord] = field(default_factory=list)
+    renames: list[tuple[int, bytes, int, int]] = field(default_factory=list)  # id, path, size, mtime_ns
+    touches: list[tuple[int, int, int]] = field(default_factory=list)  # id, size, mtime_ns
+    removals: list[int] = field(default_factory=list)
+    vectors: list[tuple[int, int, np.ndarray]] = field(default_factory=list)  # item, model, vector
+
+    def is_empty(self) -> bool:
+        return not (self.records or self.renames or self.touches or self.removals or self.vectors)
+
+
+class Catalog:
+    """A catalog database reached through a SQLAlchemy URL (SQLite by default)."""
+
+    def __init__(self, url: str, vector_dtype: str = "float16") -> None:
+        self.url = url
+        try:
+            self.engine = schema.make_engine(url)
+            schema.upgrade(self.engine)
+            self.catalog_id = self._ensure_setting("catalog_id", uuid.uuid4().hex)
+            # Fixed when the catalog is created: every stored vector has this dtype.
+            self.vector_dtype = np.dtype(self._ensure_setting("vector_dtype", vector_dtype))
+        except (DatabaseError, OperationalError) as e:
+            raise CatalogError(f"cannot open the catalog at {url}: {str(e.orig).strip()}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _ensure_setting(self, key: str, default: str) -> str:
+        with self._write() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+            if value is None:
+                value = default
+                conn.execute(insert(meta).values(key=key, value=value))
+            return str(value)
+
+    # -- settings --------------------------------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        with self._read() as conn:
+            value = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+            return None if value is None else str(value)
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(meta).where(meta.c.key == key))
+            conn.execute(insert(meta).values(key=key, value=value))
+
+    # -- models ----------------------------------------------------------------------------
+
+    def ensure_model(
+        self, fingerprint: str, name: str, pretrained: str | None, checkpoint: str | None, dim: int
+    ) -> ModelRow:
+        """Return the model row for a fingerprint, creating it on first use."""
+        found = self.model_by_fingerprint(fingerprint)
+        if found is not None:
+            return found
+        with self._write() as conn:
+            conn.execute(
+                insert(models).values(
+                    fingerprint=fingerprint,
+                    name=name,
+                    pretrained=pretrained,
+                    checkpoint=checkpoint,
+                    dim=dim,
+                    created_at=time.time(),
+                )
+            )
+        row = self.model_by_fingerprint(fingerprint)
+        assert row is not None  # just inserted in a committed transaction
+        return row
+
+    def model_by_fingerprint(self, fingerprint: str) -> ModelRow | None:
+        with self._read() as conn:
+            r = conn.execute(select(models).where(models.c.fingerprint == fingerprint)).first()
+        return None if r is None else ModelRow(r.id, r.fingerprint, r.name, r.pretrained, r.checkpoint, r.dim)
+
+    def list_models(self) -> list[ModelRow]:
+        with self._read() as conn:
+            rows = conn.execute(select(models).order_by(models.c.id)).all()
+        return [ModelRow(r.id, r.fingerprint, r.name, r.pretrained, r.checkpoint, r.dim) for r in rows]
+
+    def vector_counts(self) -> dict[tuple[int, str], int]:
+        """Number of vectors per (model id, kind)."""
+        q = (
+            select(embeddings.c.model_id, items.c.kind, func.count())
+            .join(items, items.c.id == embeddings.c.item_id)
+            .group_by(embeddings.c.model_id, items.c.kind)
+        )
+        with self._read() as conn:
+            return {(m, k): int(n) for m, k, n in conn.execute(q).all()}
+
+    # -- roots -----------------------------------------------------------------------------
+
+    def add_roots(self, paths: Iterable[bytes]) -> None:
+        known = set(self.list_roots())
+        new = [p for p in dict.fromkeys(paths) if p not in known]
+        if new:
+            with self._write() as conn:
+                conn.execute(insert(roots), [{"path": p, "added_at": time.time()} for p in new])
+
+    def list_roots(self) -> list[bytes]:
+        with self._read() as conn:
+            return [bytes(p) for p in conn.execute(select(roots.c.path).order_by(roots.c.id)).scalars()]
+
+    def remove_root(self, path: bytes) -> int:
+        """Forget a root and the items under it that no other root covers; return items removed."""
+        others = [r for r in self.list_roots() if r != path]
+        ids = [f.id for f in self.files_under([path]) if not any(_is_under(f.path, o) for o in others)]
+        with self._write() as conn:
+            conn.execute(delete(roots).where(roots.c.path == path))
+            self._remove_items(conn, ids)
+        return len(ids)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def files_under(self, prefixes: Sequence[bytes]) -> list[FileRow]:
+        """Image items whose path is a prefix itself or lies below it."""
+        if not prefixes:
+            return []
+        conds = []
+        for p in prefixes:
+            base = p.rstrip(b"/") or b"/"
+            lo = base if base.endswith(b"/") else base + b"/"
+            # Paths below `base` sort between "base/" and "base0" ('0' follows '/').
+            conds.append(or_(items.c.path == base, and_(items.c.path >= lo, items.c.path < lo[:-1] + b"0")))
+        q = select(
+            items.c.id, items.c.path, items.c.size, items.c.mtime_ns, items.c.content_hash, items.c.status
+        ).where(items.c.kind == IMAGE, or_(*conds))
+        with self._read() as conn:
+            return [FileRow(r.id, bytes(r.path), r.size, r.mtime_ns, r.content_hash, r.status) for r in conn.execute(q)]
+
+    def indexed_by_hash(self, hashes: Iterable[str]) -> dict[str, list[int]]:
+        """Indexed image items for each content hash."""
+        out: dict[str, list[int]] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(set(hashes))):
+                q = select(items.c.content_hash, items.c.id).where(
+                    items.c.kind == IMAGE, items.c.status == INDEXED, items.c.content_hash.in_(chunk)
+                )
+                for h, i in conn.execute(q):
+                    out.setdefault(h, []).append(i)
+        return out
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> list[int]:
+        """Commit a batch in one transaction; return the item ids of `batch.records`, in order."""
+        if batch.is_empty():
+            return []
+        with self._write() as conn:
+            self._remove_items(conn, batch.removals)
+            for item_id, path, size, mtime_ns in batch.renames:
+                conn.execute(
+                    update(items)
+                    .where(items.c.id == item_id)
+                    .values(path=path, display_path=path_str(path), size=size, mtime_ns=mtime_ns, updated_at=time.time())
+                )
+            if batch.touches:
+                for item_id, size, mtime_ns in batch.touches:
+                    conn.execute(update(items).where(items.c.id == item_id).values(size=size, mtime_ns=mtime_ns))
+            ids = [self._write_record(conn, rec) for rec in batch.records]
+            self._put_vectors(conn, batch.vectors)
+        return ids
+
+    def _write_record(self, conn: Connection, rec: FileRecord) -> int:
+        info = rec.info
+        taken = info.taken_at if info else None
+        values = {
+            "kind": IMAGE,
+            "path": rec.path,
+            "display_path": path_str(rec.path),
+            "size": rec.size,
+            "mtime_ns": rec.mtime_ns,
+            "content_hash": rec.content_hash,
+            "width": info.width if info else None,
+            "height": info.height if info else None,
+            "taken_at": taken,
+            "date_key": taken if taken is not None else rec.mtime_ns / 1e9,
+            "camera": info.camera if info else None,
+            "orientation": info.orientation if info else None,
+            "status": SKIPPED if rec.reason else INDEXED,
+            "reason": rec.reason,
+            "updated_at": time.time(),
+        }
+        if rec.item_id is None:
+            item_id = int(conn.execute(insert(items).values(**values).returning(items.c.id)).scalar_one())
+        else:
+            item_id = rec.item_id
+            self._drop_vectors(conn, [item_id])  # the pixels changed: every old vector is stale
+            conn.execute(update(items).where(items.c.id == item_id).values(**values))
+        vecs = [(item_id, m, v) for m, v in rec.vectors.items()]
+        if rec.copy_from is not None:
+            q = select(embeddings.c.model_id, embeddings.c.vector).where(embeddings.c.item_id == rec.copy_from)
+            vecs += [(item_id, m, self._decode_vector(b)) for m, b in conn.execute(q)]
+        self._put_vectors(conn, vecs)
+        return item_id
+
+    def _put_vectors(self, conn: Connection, vecs: Sequence[tuple[int, int, np.ndarray]]) -> None:
+        if not vecs:
+            return
+        kinds = self._kinds(conn, [i for i, _, _ in vecs])
+        for chunk in _chunks(list(vecs)):
+            pairs = [and_(embeddings.c.item_id == i, embeddings.c.model_id == m) for i, m, _ in chunk]
+            conn.execute(delete(embeddings).where(or_(*pairs)))
+        conn.execute(
+            insert(embeddings),
+            [{"item_id": i, "model_id": m, "vector": self._encode_vector(v)} for i, m, v in vecs],
+        )
+        conn.execute(insert(changes), [{"model_id": m, "kind": kinds[i], "item_id": i} for i, m, _ in vecs])
+
+    def _drop_vectors(self, conn: Connection, ids: Sequence[int]) -> None:
+        for chunk in _chunks(list(ids)):
+            q = (
+                select(embeddings.c.item_id, embeddings.c.model_id, items.c.kind)
+                .join(items, items.c.id == embeddings.c.item_id)
+                .where(embeddings.c.item_id.in_(chunk))
+            )
+            rows = conn.execute(q).all()
+            if rows:
+                conn.execute(insert(changes), [{"model_id": m, "kind": k, "item_id": i} for i, m, k in rows])
+                conn.execute(delete(embeddings).where(embeddings.c.item_id.in_(chunk)))
+
+    def _remove_items(self, conn: Connection, ids: Sequence[int]) -> None:
+        self._drop_vectors(conn, ids)
+        for chunk in _chunks(list(ids)):
+            conn.execute(delete(items).where(items.c.id.in_(chunk)))
+
+    def _kinds(self, conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for chunk in _chunks(list(set(ids))):
+            out.update({i: k for i, k in conn.execute(select(items.c.id, items.c.kind).where(items.c.id.in_(chunk)))})
+        return out
+
+    def _encode_vector(self, v: np.ndarray) -> bytes:
+        return np.ascontiguousarray(v, dtype=self.vector_dtype).tobytes()
+
+    def _decode_vector(self, blob: bytes) -> np.ndarray:
+        """A stored vector as unit float32 (float16 storage loses a little of the norm)."""
+        v = np.frombuffer(bytes(blob), dtype=self.vector_dtype).astype(np.float32)  # (D,)
+        norm = float(np.linalg.norm(v))
+        return v / norm if norm > 0 else v
+
+    # -- texts -----------------------------------------------------------------------------
+
+    def add_texts(self, texts: Sequence[str]) -> tuple[list[int], int]:
+        """Insert texts not already present; return (ids of the new ones, duplicates skipped)."""
+        unique = list(dict.fromkeys(texts))
+        keys = {t: text_key(t) for t in unique}
+        with self._write() as conn:
+            present: set[str] = set()
+            for chunk in _chunks(list(keys.values())):
+                present.update(conn.execute(select(items.c.text_key).where(items.c.text_key.in_(chunk))).scalars())
+            new = [t for t in unique if keys[t] not in present]
+            now = time.time()
+            ids: list[int] = []
+            for t in new:
+                q = insert(items).values(kind=TEXT, text=t, text_key=keys[t], status=INDEXED, updated_at=now)
+                ids.append(int(conn.execute(q.returning(items.c.id)).scalar_one()))
+        return ids, len(texts) - len(ids)
+
+    # -- vectors ---------------------------------------------------------------------------
+
+    def missing_vectors(self, model_id: int, kind: str) -> list[tuple[int, bytes | str]]:
+        """Indexed items of `kind` with no vector from the model: (id, path bytes or text)."""
+        has = select(embeddings.c.item_id).where(embeddings.c.model_id == model_id)
+        col = items.c.path if kind == IMAGE else items.c.text
+        q = (
+            select(items.c.id, col)
+            .where(items.c.kind == kind, items.c.status == INDEXED, items.c.id.not_in(has))
+            .order_by(items.c.id)
+        )
+        with self._read() as conn:
+            return [(i, bytes(v) if isinstance(v, (bytes, memoryview)) else v) for i, v in conn.execute(q)]
+
+    def vectors(self, model_id: int, kind: str, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors as (ids (N,) int64, unit vectors (N, D) float32), by id."""
+        base = (
+            select(embeddings.c.item_id, embeddings.c.vector)
+            .join(items, items.c.id == embeddings.c.item_id)
+            .where(embeddings.c.model_id == model_id, items.c.kind == kind)
+        )
+        rows: list[tuple[int, bytes]] = []
+        with self._read() as conn:
+            if ids is None:
+                rows = [(i, v) for i, v in conn.execute(base.order_by(embeddings.c.item_id))]
+            else:
+                for chunk in _chunks(sorted(set(ids))):
+                    rows += [(i, v) for i, v in conn.execute(base.where(embeddings.c.item_id.in_(chunk)))]
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        out_ids = np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
+        blob = b"".join(bytes(v) for _, v in rows)
+        mat = np.frombuffer(blob, dtype=self.vector_dtype).astype(np.float32).reshape(len(rows), -1)  # (N, D)
+        norms = np.linalg.norm(mat, axis=1, keepdims=True)  # (N, 1)
+        return out_ids, mat / np.maximum(norms, 1e-12)
+
+    def current_seq(self, model_id: int, kind: str) -> int:
+        q = select(func.max(changes.c.seq)).where(changes.c.model_id == model_id, changes.c.kind == kind)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def changed_since(self, model_id: int, kind: str, seq: int) -> tuple[list[int], int]:
+        """Items whose vectors changed after `seq`, and the latest seq."""
+        q = select(changes.c.seq, changes.c.item_id).where(
+            changes.c.model_id == model_id, changes.c.kind == kind, changes.c.seq > seq
+        )
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            return [], seq
+        return sorted({i for _, i in rows}), max(s for s, _ in rows)
+
+    # -- look-ups for search ---------------------------------------------------------------
+
+    def filter_ids(
+        self, kind: str, path_glob: str | None = None, after: float | None = None, before: float | None = None
+    ) -> np.ndarray:
+        """Ids of indexed items of `kind` that pass the path and date filters, as int64."""
+        q = select(items.c.id, items.c.display_path).where(items.c.kind == kind, items.c.status == INDEXED)
+        if after is not None:
+            q = q.where(items.c.date_key >= after)
+        if before is not None:
+            q = q.where(items.c.date_key < before)
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        if path_glob is not None:
+            pattern = re.compile(translate(path_glob))
+            rows = [r for r in rows if r.display_path is not None and pattern.match(r.display_path)]
+        return np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+
+    def items(self, ids: Sequence[int]) -> dict[int, ItemRow]:
+        out: dict[int, ItemRow] = {}
+        with self._read() as conn:
+            for chunk in _chunks(list(ids)):
+                for r in conn.execute(select(items).where(items.c.id.in_(chunk))):
+                    out[r.id] = ItemRow(
+                        r.id, r.kind, r.display_path, r.text, r.width, r.height, r.taken_at,
+                        r.date_key, r.camera, r.size, r.status, r.reason,
+                    )
+        return out
+
+    def item_path(self, item_id: int) -> bytes | None:
+        with self._read() as conn:
+            value = conn.execute(select(items.c.path).where(items.c.id == item_id)).scalar()
+        return None if value is None else bytes(value)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Number of items per (kind, status)."""
+        q = select(items.c.kind, items.c.status, func.count()).group_by(items.c.kind, items.c.status)
+        with self._read() as conn:
+            return {(k, s): int(n) for k, s, n in conn.execute(q)}
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every skipped file, by path."""
+        q = select(items.c.display_path, items.c.reason).where(items.c.status == SKIPPED).order_by(items.c.display_path)
+        with self._read() as conn:
+            return [(p, r or "") for p, r in conn.execute(q)]
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _is_under(path: bytes, root: bytes) -> bool:
+    base = root.rstrip(b"/")
+    return path == base or path.startswith(base + b"/")
+
+
+def _chunks(seq: list, size: int = _CHUNK) -> Iterator[list]:  # type: ignore[type-arg]
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]

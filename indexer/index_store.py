@@ -1,0 +1,88 @@
+"""Keep each model's FAISS indexes in step with the catalog.
+
+An index is loaded from its file, checked against the catalog it claims to
+reflect, and then caught up by replaying the catalog's change log; a missing,
+damaged or foreign file is rebuilt from the stored vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.catalog import Catalog, ModelRow
+from indexer.vector_index import IndexTag, VectorIndex
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What `status` reports of one index file."""
+
+    type: str
+    vectors: int
+    in_sync: bool
+    size_bytes: int
+    memory_bytes: int
+
+
+class IndexStore:
+    """The index files of one library, under `<library>/indexes/`."""
+
+    def __init__(self, folder: Path, catalog: Catalog) -> None:
+        self.folder = folder
+        self.catalog = catalog
+        self._loaded: dict[tuple[str, str], VectorIndex] = {}
+
+    def path_for(self, model: ModelRow, kind: str) -> Path:
+        digest = hashlib.sha256(model.fingerprint.encode()).hexdigest()[:16]
+        return self.folder / f"{digest}-{kind}.faiss"
+
+    def get(self, model: ModelRow, kind: str) -> VectorIndex:
+        """The index for (model, kind), reflecting every committed catalog change."""
+        key = (model.fingerprint, kind)
+        index = self._loaded.get(key)
+        if index is None:
+            index = VectorIndex.load(self.path_for(model, kind))
+            if index is None or index.tag != self._tag_like(index.tag, model, kind):
+                index = self._rebuild(model, kind)
+                self.save(model, index)
+            self._loaded[key] = index
+        if self._catch_up(model, index):
+            self.save(model, index)
+        return index
+
+    def save(self, model: ModelRow, index: VectorIndex) -> None:
+        index.save(self.path_for(model, index.tag.kind))
+
+    def state(self, model: ModelRow, kind: str) -> IndexState:
+        """Inspect the file on disk without changing it."""
+        path = self.path_for(model, kind)
+        index = VectorIndex.load(path)
+        if index is None:
+            return IndexState("flat", 0, False, 0, 0)
+        seq = self.catalog.current_seq(model.id, kind)
+        in_sync = index.tag == self._tag_like(index.tag, model, kind) and index.tag.seq == seq
+        return IndexState(index.type_name, index.count, in_sync, path.stat().st_size, index.memory_bytes)
+
+    def _tag_like(self, tag: IndexTag, model: ModelRow, kind: str) -> IndexTag:
+        """The tag a valid file for (model, kind) of this catalog has, keeping its seq."""
+        return IndexTag(self.catalog.catalog_id, model.fingerprint, kind, tag.seq, model.dim)
+
+    def _rebuild(self, model: ModelRow, kind: str) -> VectorIndex:
+        # Read the seq first: anything committed while the vectors are read is replayed later.
+        seq = self.catalog.current_seq(model.id, kind)
+        ids, vectors = self.catalog.vectors(model.id, kind)
+        index = VectorIndex(IndexTag(self.catalog.catalog_id, model.fingerprint, kind, seq, model.dim))
+        index.add(ids, vectors)
+        return index
+
+    def _catch_up(self, model: ModelRow, index: VectorIndex) -> bool:
+        changed, seq = self.catalog.changed_since(model.id, index.tag.kind, index.tag.seq)
+        if not changed:
+            return False
+        index.remove(changed)
+        ids, vectors = self.catalog.vectors(model.id, index.tag.kind, changed)
+        index.add(ids, vectors)
+        index.with_seq(seq)
+        return True

@@ -1,0 +1,69 @@
+"""Read a text collection from .txt, .csv/.tsv or .jsonl files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrieval.errors import InputFileError
+
+
+@dataclass
+class TextFile:
+    texts: list[str] = field(default_factory=list)
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def read_texts(path: Path) -> TextFile:
+    """Texts from a file, one per line or row; bad rows are reported, not fatal.
+
+    Raises InputFileError when the file cannot be read at all.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".csv", ".tsv", ".jsonl"):
+        raise InputFileError(f"{path}: texts come from .txt, .csv, .tsv or .jsonl files")
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputFileError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputFileError(f"cannot read {path}: {e}") from None
+    out = TextFile()
+    if suffix == ".txt":
+        out.texts = [line.strip() for line in content.splitlines() if line.strip()]
+    elif suffix == ".jsonl":
+        _read_jsonl(content, out)
+    else:
+        _read_table(path, content, "\t" if suffix == ".tsv" else ",", out)
+    return out
+
+
+def _read_jsonl(content: str, out: TextFile) -> None:
+    for n, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            out.problems.append((n, f"not JSON: {e.msg}"))
+            continue
+        value = obj.get("text") if isinstance(obj, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            out.problems.append((n, 'no "text" string'))
+            continue
+        out.texts.append(value.strip())
+
+
+def _read_table(path: Path, content: str, delimiter: str, out: TextFile) -> None:
+    reader = csv.DictReader(content.splitlines(), delimiter=delimiter)
+    if reader.fieldnames is None or "text" not in reader.fieldnames:
+        found = ", ".join(reader.fieldnames or []) or "none"
+        raise InputFileError(f"{path} has no 'text' column (columns: {found})")
+    for row in reader:
+        value = row.get("text")
+        if not isinstance(value, str) or not value.strip():
+            out.problems.append((reader.line_num, "empty text"))
+            continue
+        out.texts.append(value.strip())

@@ -1,0 +1,166 @@
+"""The FAISS vector index: derived data, rebuilt or caught up from the catalog at any time.
+
+This module owns the index files. A file holds one collection (images or texts) of
+one model, tagged with the catalog it came from and the last change-log seq it
+reflects. Files are written to a temporary name, fsynced, renamed into place and
+the directory fsynced, so a crash leaves either the old file or the new one, and a
+checksum catches a truncated or damaged file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+MAGIC = b"CLIPDEX-FAISS\x00\x01\n"
+_LEN = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class IndexTag:
+    """Which catalog state an index file reflects."""
+
+    catalog_id: str
+    model: str  # model fingerprint
+    kind: str  # image | text
+    seq: int  # last change-log seq applied
+    dim: int
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use: zero with faiss-cpu or without a GPU."""
+    if not hasattr(faiss, "StandardGpuResources"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except RuntimeError:
+        return 0
+
+
+class VectorIndex:
+    """Exact inner-product search over unit vectors; index ids are catalog item ids."""
+
+    def __init__(self, tag: IndexTag, index: Any | None = None) -> None:
+        self.tag = tag
+        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(tag.dim))
+        self._gpu: Any | None = None
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def type_name(self) -> str:
+        return "flat"
+
+    @property
+    def memory_bytes(self) -> int:
+        # Flat storage plus the id map (an int64 per vector, twice for the reverse map).
+        return self.count * (self.tag.dim * 4 + 16)
+
+    def with_seq(self, seq: int) -> None:
+        self.tag = IndexTag(self.tag.catalog_id, self.tag.model, self.tag.kind, seq, self.tag.dim)
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index, sorted (int64)."""
+        return np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add (N,) int64 ids with (N, D) unit vectors, replacing any already present."""
+        if len(ids) == 0:
+            return
+        self.remove(ids)
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+        self._gpu = None
+
+    def remove(self, ids: np.ndarray | list[int]) -> None:
+        if len(ids) == 0:
+            return
+        self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+        self._gpu = None
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query, each (Q, k); missing slots have id -1.
+
+        `allowed` restricts the search to those ids before ranking, so k results
+        come back whenever k allowed items exist.
+        """
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, D)
+        k = max(1, min(k, self.count)) if self.count else 1
+        if allowed is not None:
+            # GPU indexes ignore id selectors: filtered searches always run on the CPU copy.
+            sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            scores, ids = self.index.search(q, k, params=faiss.SearchParameters(sel=sel))
+        else:
+            scores, ids = self._searcher().search(q, k)
+        return scores, ids
+
+    def _searcher(self) -> Any:
+        if self._gpu is None and gpu_count() > 0 and self.count > 0:
+            self._gpu = faiss.index_cpu_to_all_gpus(self.index)
+        return self._gpu if self._gpu is not None else self.index
+
+    def save(self, path: Path) -> None:
+        """Write atomically: temp file, fsync, rename, fsync of the directory."""
+        header = json.dumps(asdict(self.tag)).encode()
+        payload = faiss.serialize_index(self.index).tobytes()
+        digest = hashlib.sha256(header + payload).digest()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + _LEN.pack(len(header)) + header + _LEN.pack(len(payload)))
+                f.write(payload)
+                f.write(digest)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+
+    @classmethod
+    def load(cls, path: Path) -> VectorIndex | None:
+        """Read an index file; None when it is missing, truncated or damaged."""
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        try:
+            if not data.startswith(MAGIC):
+                return None
+            pos = len(MAGIC)
+            (hlen,) = _LEN.unpack_from(data, pos)
+            header = data[pos + 8 : pos + 8 + hlen]
+            pos += 8 + hlen
+            (plen,) = _LEN.unpack_from(data, pos)
+            payload = data[pos + 8 : pos + 8 + plen]
+            digest = data[pos + 8 + plen :]
+            if len(payload) != plen or digest != hashlib.sha256(header + payload).digest():
+                return None
+            tag = IndexTag(**json.loads(header))
+            index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+        except (struct.error, ValueError, TypeError, RuntimeError, KeyError):
+            return None
+        if index.d != tag.dim:
+            return None
+        return cls(tag, index)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

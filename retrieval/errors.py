@@ -1,0 +1,61 @@
+"""Typed exceptions raised by the clipdex library.
+
+The library never prints and never exits: callers catch these. Each message is a
+single line that names the file, value or option that fixes the problem.
+"""
+
+from __future__ import annotations
+
+
+class ClipdexError(Exception):
+    """Base class of every error clipdex raises on purpose."""
+
+
+class ModelNotAvailable(ClipdexError):
+    """A model's weights cannot be loaded (offline, unknown tag, bad checkpoint)."""
+
+
+class UnknownModel(ClipdexError):
+    """A model name is neither an open_clip architecture nor a saved model."""
+
+
+class CheckpointError(ClipdexError):
+    """A checkpoint file is missing, unsafe, or does not fit the architecture."""
+
+
+class ImageDecodeError(ClipdexError):
+    """An image could not be decoded."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class QueryError(ClipdexError):
+    """A search query or one of its terms is malformed."""
+
+
+class NoVectors(ClipdexError):
+    """The library has no vectors for the requested model and collection."""
+
+
+class LibraryBusy(ClipdexError):
+    """Another process holds the library's write lock."""
+
+    def __init__(self, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"library is busy ({who}); wait for it to finish and try again")
+        self.pid = pid
+
+
+class PathNotFound(ClipdexError):
+    """A path given to index or forget does not exist or is not a root."""
+
+
+class CatalogError(ClipdexError):
+    """The catalog database cannot be opened or is damaged."""
+
+
+class InputFileError(ClipdexError):
+    """A user-supplied input file (texts, pairs, embeddings) cannot be read."""

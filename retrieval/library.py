@@ -1,0 +1,325 @@
+"""`Library`: the public API that the CLI, the server and the benchmarks all call.
+
+    from retrieval import Library, ModelSpec
+    with Library.open("~/clipdex") as lib:
+        lib.index(["~/Pictures"], model=ModelSpec.parse("clipdex-tiny"))
+        for hit in lib.search("kids on the beach at sunset", top=5):
+            print(hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Sequence
+
+import platformdirs
+
+from indexer.decode import path_str
+from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, ItemRow, ModelRow, WriteBatch
+from indexer.index_store import IndexStore
+from indexer.lock import WriteLock
+from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
+from indexer.texts import read_texts
+from retrieval.encode import encode_texts
+from retrieval.errors import ModelNotAvailable, NoVectors, PathNotFound, QueryError
+from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
+from retrieval.query import SearchFilter, parse_terms
+from retrieval.search import Result, SortOrder, query_vector, rank
+
+
+@dataclass
+class AddTextsReport:
+    added: int = 0
+    duplicates: int = 0
+    encoded: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "added": self.added,
+            "duplicates": self.duplicates,
+            "encoded": self.encoded,
+            "problems": [{"line": n, "reason": r} for n, r in self.problems],
+        }
+
+
+@dataclass
+class LibraryStatus:
+    home: str
+    images: int
+    texts: int
+    skipped: int
+    roots: list[dict[str, object]]
+    active_model: str | None
+    models: list[dict[str, object]]
+    index: dict[str, object]
+    size_bytes: int
+    errors: list[dict[str, str]] | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        d = dict(self.__dict__)
+        if self.errors is None:
+            d.pop("errors")
+        return d
+
+
+class Library:
+    """A photo library: a catalog (source of truth) plus derived FAISS indexes."""
+
+    def __init__(self, home: Path, catalog: Catalog, device: str = "auto") -> None:
+        self.home = home
+        self.catalog = catalog
+        self.device = device
+        self.indexes = IndexStore(home / "indexes", catalog)
+        self._encoders: dict[ModelSpec, Encoder] = {}
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | None = None, *, db: str | None = None, device: str = "auto") -> Library:
+        """Open (creating if needed) the library at `home`, else $CLIPDEX_HOME, else the user data dir.
+
+        `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
+        """
+        root = Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
+        root.mkdir(parents=True, exist_ok=True)
+        config_path = root / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        if db is not None and config.get("db") != db:
+            config["db"] = db
+            config_path.write_text(json.dumps(config, indent=2) + "\n")
+        url = config.get("db") or f"sqlite:///{root / 'catalog.db'}"
+        return cls(root, Catalog(url), device)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- models ----------------------------------------------------------------------------
+
+    def encoder(self, spec: ModelSpec) -> Encoder:
+        """Load (once per Library) the encoder for a model spec."""
+        if spec not in self._encoders:
+            self._encoders[spec] = load_encoder(spec, self.device)
+        return self._encoders[spec]
+
+    def active_model(self) -> ModelRow | None:
+        fp = self.catalog.get_setting("active_model")
+        return None if fp is None else self.catalog.model_by_fingerprint(fp)
+
+    def _register(self, encoder: Encoder) -> ModelRow:
+        s = encoder.spec
+        return self.catalog.ensure_model(encoder.fingerprint, s.name, s.pretrained, s.checkpoint, encoder.dim)
+
+    def _active_encoder(self, active: ModelRow) -> Encoder:
+        enc = self.encoder(ModelSpec(active.name, active.pretrained, active.checkpoint))
+        if enc.fingerprint != active.fingerprint:
+            raise ModelNotAvailable(
+                f"the library's model {active.fingerprint} no longer loads with the same weights "
+                f"(now {enc.fingerprint}); re-index with --model, or restore the original weights"
+            )
+        return enc
+
+    def _models_for_write(self, spec: ModelSpec | None) -> list[ModelPair]:
+        """The active model, plus the requested one; the first model used becomes active."""
+        active = self.active_model()
+        pairs: list[ModelPair] = []
+        if active is not None:
+            pairs.append((active, self._active_encoder(active)))
+        if spec is not None or active is None:
+            enc = self.encoder(spec or ModelSpec.parse(DEFAULT_MODEL))
+            row = self._register(enc)
+            if active is None:
+                self.catalog.set_setting("active_model", row.fingerprint)
+            if all(row.id != m.id for m, _ in pairs):
+                pairs.append((row, enc))
+        return pairs
+
+    def _model_for_search(self, spec: ModelSpec | None) -> tuple[ModelRow, Encoder | None]:
+        if spec is None:
+            active = self.active_model()
+            if active is None:
+                raise NoVectors("the library is empty; run `clipdex index PATH` first")
+            return active, None
+        enc = self.encoder(spec)
+        row = self.catalog.model_by_fingerprint(enc.fingerprint)
+        if row is None:
+            raise NoVectors(f"the library has no vectors from {spec.label}; run `clipdex index --model {spec.name}` first")
+        return row, enc
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        model: ModelSpec | None = None,
+        exclude: Sequence[str] = (),
+        batch_size: int = 64,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Index `paths` (remembered as roots), or rescan every root when none are given.
+
+        Raises PathNotFound, LibraryBusy, or a model error before touching anything.
+        """
+        with WriteLock(self.home / "lock"):
+            given = [_real(p) for p in paths or []]
+            for p, raw in zip(given, paths or []):
+                if not os.path.exists(p):
+                    raise PathNotFound(f"{os.fsdecode(raw)} does not exist")
+            models = self._models_for_write(model)
+            known = self.catalog.list_roots()
+            self.catalog.add_roots([p for p in given if not any(_under(p, r) for r in known)])
+            targets = given or known
+            present = [r for r in targets if os.path.exists(r)]
+            options = IndexOptions(exclude=tuple(exclude), batch_size=batch_size)
+            report = run_index(self.catalog, models, present, options, progress)
+            report.missing_roots = [path_str(r) for r in targets if r not in present]
+            for row, _ in models:
+                self.indexes.get(row, IMAGE)
+                self.indexes.get(row, TEXT)
+            return report
+
+    def forget(self, path: str | os.PathLike[str]) -> int:
+        """Remove a root and its items; return the number of items removed."""
+        with WriteLock(self.home / "lock"):
+            target = _real(path)
+            roots = self.catalog.list_roots()
+            if target not in roots:
+                raw = os.fsencode(os.path.abspath(os.fsencode(path)))
+                if raw not in roots:
+                    known = ", ".join(os.fsdecode(r) for r in roots) or "none"
+                    raise PathNotFound(f"{os.fsdecode(path)} is not a root of this library (roots: {known})")
+                target = raw
+            removed = self.catalog.remove_root(target)
+            for row in self.catalog.list_models():
+                self.indexes.get(row, IMAGE)
+            return removed
+
+    def add_texts(
+        self, source: str | os.PathLike[str] | Sequence[str], *, model: ModelSpec | None = None
+    ) -> AddTextsReport:
+        """Add texts (a file path, or a list of strings) to the text collection and encode them."""
+        report = AddTextsReport()
+        if isinstance(source, (str, os.PathLike)):
+            parsed = read_texts(Path(source))
+            texts, report.problems = parsed.texts, parsed.problems
+        else:
+            texts = list(source)
+        with WriteLock(self.home / "lock"):
+            models = self._models_for_write(model)
+            ids, report.duplicates = self.catalog.add_texts(texts)
+            report.added = len(ids)
+            for row, enc in models:
+                missing = self.catalog.missing_vectors(row.id, TEXT)
+                for start in range(0, len(missing), 256):
+                    chunk = missing[start : start + 256]
+                    vecs = encode_texts(enc, [str(t) for _, t in chunk])
+                    self.catalog.write(WriteBatch(vectors=[(i, row.id, v) for (i, _), v in zip(chunk, vecs)]))
+                    report.encoded += len(chunk)
+                self.indexes.get(row, TEXT)
+        return report
+
+    # -- searching -------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        image: bytes | None = None,
+        add: Sequence[str] = (),
+        sub: Sequence[str] = (),
+        top: int = 10,
+        offset: int = 0,
+        filters: SearchFilter = SearchFilter(),
+        sort: SortOrder = "score",
+        texts: bool = False,
+        model: ModelSpec | None = None,
+        force_image: bool = False,
+        allow_files: bool = True,
+    ) -> list[Result]:
+        """Rank images (or texts, with texts=True) against a weighted query.
+
+        `query` is a term (text, image path, `item:ID`, optionally `W:`-weighted);
+        `image` is an image file's bytes (an upload), used as a query term of weight 1.
+        With allow_files=False no path named in a term is read (the HTTP server).
+        Raises QueryError for a malformed term and NoVectors when the model has not indexed this library.
+        """
+        if query is None and image is None:
+            raise QueryError("give a query, an image, or both")
+        terms = parse_terms(query, tuple(add), tuple(sub), force_image=force_image, allow_files=allow_files)
+        row, enc = self._model_for_search(model)
+
+        def get_encoder() -> Encoder:
+            return enc if enc is not None else self._active_encoder(row)
+
+        vector = query_vector(terms, row, get_encoder, self.catalog, image_bytes=image)
+        kind = TEXT if texts else IMAGE
+        return rank(
+            vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,
+            top=top, offset=offset, filters=filters, sort=sort,
+        )
+
+    def item(self, item_id: int) -> ItemRow | None:
+        """The catalog row of an item, or None."""
+        return self.catalog.items([item_id]).get(item_id)
+
+    def item_file(self, item_id: int) -> bytes | None:
+        """The file path of an indexed image item, or None: the only way files are looked up by id."""
+        row = self.item(item_id)
+        if row is None or row.kind != IMAGE or row.status != INDEXED:
+            return None
+        return self.catalog.item_path(item_id)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self, *, errors: bool = False) -> LibraryStatus:
+        counts = self.catalog.counts()
+        active = self.active_model()
+        vectors = self.catalog.vector_counts()
+        models = [
+            {
+                "name": ModelSpec(m.name, m.pretrained, m.checkpoint).label,
+                "fingerprint": m.fingerprint,
+                "dim": m.dim,
+                "images": vectors.get((m.id, IMAGE), 0),
+                "texts": vectors.get((m.id, TEXT), 0),
+                "active": active is not None and m.id == active.id,
+            }
+            for m in self.catalog.list_models()
+        ]
+        index: dict[str, object] = {"type": None, "vectors": 0, "in_sync": True, "size_bytes": 0, "memory_bytes": 0}
+        if active is not None:
+            index = dict(self.indexes.state(active, IMAGE).__dict__)
+        roots = [{"path": path_str(r), "exists": os.path.exists(r)} for r in self.catalog.list_roots()]
+        size = sum(f.stat().st_size for f in self.home.rglob("*") if f.is_file())
+        return LibraryStatus(
+            home=str(self.home),
+            images=counts.get((IMAGE, INDEXED), 0),
+            texts=counts.get((TEXT, INDEXED), 0),
+            skipped=counts.get((IMAGE, SKIPPED), 0),
+            roots=roots,
+            active_model=active.fingerprint if active else None,
+            models=models,
+            index=index,
+            size_bytes=size,
+            errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
+        )
+
+
+def _real(path: str | os.PathLike[str]) -> bytes:
+    return os.path.realpath(os.fsencode(os.path.expanduser(os.fsdecode(path))))
+
+
+def _under(path: bytes, root: bytes) -> bool:
+    base = root.rstrip(b"/")
+    return path == base or path.startswith(base + b"/")

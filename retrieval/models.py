@@ -1,0 +1,273 @@
+"""Model loading: the one module that turns a model name into a ready encoder.
+
+A model is named `NAME` or `NAME:PRETRAINED_TAG` (any open_clip architecture and
+tag), or `hf-hub:org/repo`, optionally with local weights from `--checkpoint`.
+Every loaded model gets a fingerprint (architecture plus a digest of its weights)
+that the catalog stores beside each vector it makes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import open_clip
+import torch
+
+from indexer.decode import InputSpec
+from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
+
+DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
+TINY_MODEL = "clipdex-tiny"
+TINY_SEED = 20260101
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+_SCHEMAS = ("hf-hub:", "local-dir:")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load: an open_clip name, an optional pretrained tag, optional local weights."""
+
+    name: str
+    pretrained: str | None = None
+    checkpoint: str | None = None  # absolute path of a local weights file
+
+    @classmethod
+    def parse(cls, text: str, checkpoint: str | os.PathLike[str] | None = None) -> ModelSpec:
+        """Parse `NAME`, `NAME:TAG` or `hf-hub:org/repo`; raise UnknownModel on an empty name."""
+        text = text.strip()
+        name, tag = text, None
+        if not text.startswith(_SCHEMAS) and ":" in text:
+            name, tag = text.rsplit(":", 1)
+        if not name or tag == "":
+            raise UnknownModel(f"model {text!r} is not of the form NAME or NAME:PRETRAINED_TAG")
+        ckpt = str(Path(checkpoint).expanduser().resolve()) if checkpoint is not None else None
+        return cls(name, tag, ckpt)
+
+    @property
+    def label(self) -> str:
+        base = f"{self.name}:{self.pretrained}" if self.pretrained else self.name
+        return f"{base} ({Path(self.checkpoint).name})" if self.checkpoint else base
+
+
+@dataclass
+class Encoder:
+    """A loaded dual encoder with everything needed to turn pixels and text into vectors."""
+
+    spec: ModelSpec
+    model: torch.nn.Module
+    tokenizer: Callable[..., torch.Tensor]
+    input_spec: InputSpec
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    fingerprint: str
+    dim: int
+    device: torch.device
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; any other value is used as given."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def register_builtin_models() -> None:
+    """Make the configs shipped in the package (clipdex-tiny) known to open_clip."""
+    if TINY_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def is_known_architecture(name: str) -> bool:
+    register_builtin_models()
+    return name.startswith(_SCHEMAS) or name in open_clip.list_models()
+
+
+def load_encoder(spec: ModelSpec, device: str = "auto") -> Encoder:
+    """Load a model ready to encode; raise UnknownModel, ModelNotAvailable or CheckpointError."""
+    register_builtin_models()
+    if not is_known_architecture(spec.name):
+        raise UnknownModel(f"unknown model {spec.name!r}; `clipdex models` lists the available ones")
+    model = _create(spec)
+    model.eval()
+    state = model.state_dict()
+    fingerprint = fingerprint_of(spec.name, state)
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        model = model.half()
+    model = model.to(dev)
+    pp = open_clip.get_model_preprocess_cfg(model)
+    size = pp.get("size", 224)
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    input_spec = InputSpec(
+        height=h,
+        width=w,
+        resize_mode=pp.get("resize_mode", "shortest"),
+        interpolation=pp.get("interpolation", "bicubic"),
+        fill_color=int(pp.get("fill_color", 0)),
+    )
+    mean = tuple(float(x) for x in pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
+    std = tuple(float(x) for x in pp.get("std", open_clip.OPENAI_DATASET_STD))
+    return Encoder(
+        spec=spec,
+        model=model,
+        tokenizer=open_clip.get_tokenizer(spec.name),
+        input_spec=input_spec,
+        mean=(mean[0], mean[1], mean[2]),
+        std=(std[0], std[1], std[2]),
+        fingerprint=fingerprint,
+        dim=_embed_dim(model),
+        device=dev,
+    )
+
+
+def fingerprint_of(name: str, state_dict: dict[str, torch.Tensor]) -> str:
+    """`ARCH@DIGEST`: the same weights give the same fingerprint in every process."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"{name}@{h.hexdigest()[:20]}"
+
+
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read weights from safetensors, or a torch file with weights_only=True (never unpickled freely)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist; check the --checkpoint path")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch and safetensors raise many unrelated types here
+        raise CheckpointError(f"checkpoint {path} cannot be read safely: {_one_line(e)}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+class _QuietOpenClip(logging.Filter):
+    """open_clip logs 'initialized randomly' for the seeded built-in model, which is intended."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+def _create(spec: ModelSpec) -> torch.nn.Module:
+    quiet = _QuietOpenClip()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return _create_model(spec)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def _create_model(spec: ModelSpec) -> torch.nn.Module:
+    if spec.checkpoint is not None:
+        model = _create_untrained(spec.name)
+        state = load_state_dict(spec.checkpoint)
+        try:
+            model.load_state_dict(_fit_shapes(state, model), strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"checkpoint {spec.checkpoint} does not fit architecture {spec.name}: {_one_line(e)}"
+            ) from None
+        return model
+    if spec.name.startswith(_SCHEMAS) or spec.pretrained:
+        return _create_pretrained(spec)
+    if spec.name == TINY_MODEL:
+        # Fixed seed until trained weights ship: every process builds identical weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            return _create_untrained(spec.name)
+    tags = open_clip.list_pretrained_tags_by_model(spec.name)
+    hint = f" (tags: {', '.join(tags)})" if tags else ""
+    raise ModelNotAvailable(
+        f"{spec.name} has no weights: give a pretrained tag as {spec.name}:TAG{hint} or pass --checkpoint FILE"
+    )
+
+
+def _create_untrained(name: str) -> torch.nn.Module:
+    try:
+        return open_clip.create_model(name, pretrained=None, load_weights=False, pretrained_text=False)
+    except Exception as e:  # config look-up failures (e.g. hf-hub offline)
+        raise ModelNotAvailable(f"cannot build {name}: {_one_line(e)}; {_FIX}") from None
+
+
+_FIX = (
+    "connect to the network once, populate the Hugging Face cache (HF_HOME), "
+    "or pass --checkpoint FILE; to try clipdex offline use --model clipdex-tiny"
+)
+
+
+def _create_pretrained(spec: ModelSpec) -> torch.nn.Module:
+    if spec.pretrained and not spec.name.startswith(_SCHEMAS):
+        tags = open_clip.list_pretrained_tags_by_model(spec.name)
+        if spec.pretrained not in tags:
+            raise UnknownModel(
+                f"{spec.name} has no pretrained tag {spec.pretrained!r}; known tags: {', '.join(tags) or 'none'}"
+            )
+    try:
+        return open_clip.create_model(spec.name, pretrained=spec.pretrained, require_pretrained=True)
+    except Exception as e:  # download/cache errors arrive wrapped in RuntimeError and others
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        why = "offline and not in the Hugging Face cache" if offline else "weights could not be fetched"
+        raise ModelNotAvailable(f"cannot load {spec.label}: {why} ({_one_line(e)[:160]}); {_FIX}") from None
+
+
+def _fit_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Reshape scalar-vs-1d logit parameters, which open_clip versions store differently."""
+    own = model.state_dict()
+    for key in ("logit_scale", "logit_bias"):
+        if key in state and key in own and state[key].numel() == own[key].numel():
+            state[key] = state[key].reshape(own[key].shape)
+    return state
+
+
+def _embed_dim(model: torch.nn.Module) -> int:
+    proj = getattr(model, "text_projection", None)
+    if isinstance(proj, torch.Tensor):
+        return int(proj.shape[1])
+    if isinstance(proj, torch.nn.Linear):
+        return int(proj.out_features)
+    visual = getattr(model, "visual", None)
+    out = getattr(visual, "output_dim", None)
+    if isinstance(out, int):
+        return out
+    with torch.no_grad():
+        tokens = torch.zeros((1, 8), dtype=torch.long)
+        return int(model.encode_text(tokens).shape[-1])  # type: ignore[operator]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    name: str
+    tags: tuple[str, ...]
+
+
+def list_models() -> list[ModelListing]:
+    """Every open_clip architecture with its pretrained tags, the built-in ones included."""
+    register_builtin_models()
+    tags: dict[str, list[str]] = {}
+    for name, tag in open_clip.list_pretrained():
+        tags.setdefault(name, []).append(tag)
+    return [ModelListing(n, tuple(tags.get(n, ()))) for n in open_clip.list_models()]

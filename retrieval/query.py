@@ -1,0 +1,126 @@
+"""Query terms: `[W:][text:|image:|item:]TERM`, combined by weighted arithmetic.
+
+A term naming an existing file is an image; `text:`, `image:` and `item:` force
+the kind and end parsing, so `text:12:30 train` is the text "12:30 train".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from retrieval.errors import QueryError
+
+TermKind = Literal["text", "image", "item"]
+_WEIGHT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.DOTALL)
+_PREFIXES: tuple[TermKind, ...] = ("text", "image", "item")
+
+
+@dataclass(frozen=True)
+class Term:
+    kind: TermKind
+    value: str  # the text, the image path, or the item id
+    weight: float = 1.0  # negative for a subtracted term
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Filters applied before ranking."""
+
+    path_glob: str | None = None
+    after: float | None = None  # inclusive, epoch seconds
+    before: float | None = None  # exclusive, epoch seconds
+    min_score: float | None = None
+
+    @property
+    def narrows_items(self) -> bool:
+        return self.path_glob is not None or self.after is not None or self.before is not None
+
+
+def parse_term(raw: str, *, allow_files: bool = True, force: TermKind | None = None) -> Term:
+    """Parse one term; raise QueryError for an empty term or a non-positive weight.
+
+    With `allow_files=False` (the HTTP server) no file is looked at and `image:`
+    terms are refused.
+    """
+    if force is not None:
+        return _checked(Term(force, raw), allow_files)
+    weight = 1.0
+    body = raw
+    if not _forced_kind(body) and not (allow_files and os.path.isfile(body)):
+        m = _WEIGHT.match(body)
+        if m:
+            weight = float(m.group(1))
+            if weight <= 0:
+                raise QueryError(f"weight in {raw!r} must be a positive number")
+            body = m.group(2)
+    kind = _forced_kind(body)
+    if kind is not None:
+        return _checked(Term(kind, body[len(kind) + 1 :], weight), allow_files)
+    if allow_files and os.path.isfile(body):
+        return Term("image", body, weight)
+    return _checked(Term("text", body, weight), allow_files)
+
+
+def _forced_kind(body: str) -> TermKind | None:
+    for kind in _PREFIXES:
+        if body.startswith(kind + ":"):
+            return kind
+    return None
+
+
+def _checked(term: Term, allow_files: bool) -> Term:
+    if term.kind == "text" and not term.value.strip():
+        raise QueryError("empty query text")
+    if term.kind == "image":
+        if not allow_files:
+            raise QueryError("image paths are not accepted here; upload the image or use item:ID")
+        if not os.path.isfile(term.value):
+            raise QueryError(f"image {term.value} does not exist")
+    if term.kind == "item" and not term.value.strip().isdigit():
+        raise QueryError(f"item:{term.value} is not an item id (item:ID with a whole number)")
+    return term
+
+
+def parse_terms(
+    query: str | None,
+    add: tuple[str, ...] = (),
+    sub: tuple[str, ...] = (),
+    *,
+    force_image: bool = False,
+    allow_files: bool = True,
+) -> list[Term]:
+    """The main query (if any) plus added and subtracted terms, as signed weighted terms."""
+    terms = []
+    if query is not None:
+        terms.append(parse_term(query, allow_files=allow_files, force="image" if force_image else None))
+    terms += [parse_term(t, allow_files=allow_files) for t in add]
+    terms += [negated(parse_term(t, allow_files=allow_files)) for t in sub]
+    return terms
+
+
+def negated(term: Term) -> Term:
+    return Term(term.kind, term.value, -term.weight)
+
+
+def glob_for(pattern: str) -> str:
+    """A --path GLOB as matched against absolute paths.
+
+    `~` expands; a relative pattern matches at any depth (`2021/*` matches
+    `/home/me/Photos/2021/a.jpg`); `*` spans folders.
+    """
+    pattern = os.path.expanduser(pattern)
+    if pattern.startswith(("/", "*")):
+        return pattern
+    return "*/" + pattern
+
+
+def parse_date(text: str, flag: str) -> float:
+    """An ISO 8601 date or date-time as epoch seconds; naive values are local time."""
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise QueryError(f"{flag} {text!r} is not an ISO 8601 date (e.g. 2024-07-01 or 2024-07-01T18:30)") from None

@@ -1,0 +1,151 @@
+"""Cross-modal nearest-neighbour search: terms → one query vector → ranked items."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Literal
+
+import numpy as np
+
+from indexer.catalog import IMAGE, TEXT, Catalog, ModelRow
+from indexer.decode import DecodeFailure, decode_bytes, decode_image
+from indexer.index_store import IndexStore
+from retrieval.encode import encode_images, encode_texts
+from retrieval.errors import QueryError
+from retrieval.models import Encoder
+from retrieval.query import SearchFilter, Term
+
+SortOrder = Literal["score", "date"]
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    id: int
+    path: str
+    score: float
+    width: int | None
+    height: int | None
+    taken_at: str | None  # ISO 8601 in local time, from EXIF; None without EXIF
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": self.score,
+            "width": self.width,
+            "height": self.height,
+            "taken_at": self.taken_at,
+        }
+
+
+@dataclass(frozen=True)
+class TextResult:
+    id: int
+    text: str
+    score: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "text": self.text, "score": self.score}
+
+
+Result = ImageResult | TextResult
+
+
+def query_vector(
+    terms: list[Term],
+    model: ModelRow,
+    encoder: Callable[[], Encoder],
+    catalog: Catalog,
+    image_bytes: bytes | None = None,
+) -> np.ndarray:
+    """The unit vector Σ wᵢ·vᵢ of the terms; the encoder is loaded only if a term needs it."""
+    total = np.zeros(model.dim, dtype=np.float32)  # (D,)
+    if image_bytes is not None:
+        total += image_vector(encoder(), image_bytes)
+    texts = [t for t in terms if t.kind == "text"]
+    if texts:
+        vecs = encode_texts(encoder(), [t.value for t in texts])  # (T, D)
+        total += np.asarray([t.weight for t in texts], dtype=np.float32) @ vecs
+    for t in terms:
+        if t.kind == "image":
+            total += t.weight * _image_vector(encoder(), t.value)
+        elif t.kind == "item":
+            total += t.weight * _item_vector(catalog, model, int(t.value))
+    norm = float(np.linalg.norm(total))
+    if norm < 1e-6:
+        raise QueryError("the query terms cancel out; change their weights")
+    return total / norm
+
+
+def image_vector(encoder: Encoder, data: bytes) -> np.ndarray:
+    """The vector of an uploaded image file's bytes."""
+    res = decode_bytes(data, encoder.input_spec)
+    if isinstance(res, DecodeFailure):
+        raise QueryError(f"cannot read the uploaded image: {res.reason}")
+    return encode_images(encoder, res.pixels[None])[0]
+
+
+def _image_vector(encoder: Encoder, path: str) -> np.ndarray:
+    res = decode_image(path, encoder.input_spec)
+    if isinstance(res, DecodeFailure):
+        raise QueryError(f"cannot read query image {path}: {res.reason}")
+    return encode_images(encoder, res.pixels[None])[0]  # (D,)
+
+
+def _item_vector(catalog: Catalog, model: ModelRow, item_id: int) -> np.ndarray:
+    for kind in (IMAGE, TEXT):
+        ids, vecs = catalog.vectors(model.id, kind, [item_id])
+        if len(ids):
+            return vecs[0]
+    raise QueryError(f"item {item_id} is not in the library (or has no vector for {model.name})")
+
+
+def rank(
+    vector: np.ndarray,
+    *,
+    model: ModelRow,
+    kind: str,
+    catalog: Catalog,
+    indexes: IndexStore,
+    top: int,
+    offset: int = 0,
+    filters: SearchFilter = SearchFilter(),
+    sort: SortOrder = "score",
+) -> list[Result]:
+    """The best `top` items after `offset`, filtered before ranking."""
+    if top < 1 or offset < 0:
+        raise QueryError("--top must be at least 1 and the offset at least 0")
+    if kind == TEXT and filters.narrows_items:
+        raise QueryError("path and date filters apply to images; they cannot be used with --texts")
+    allowed = None
+    if filters.narrows_items:
+        allowed = catalog.filter_ids(kind, filters.path_glob, filters.after, filters.before)
+        if len(allowed) == 0:
+            return []
+    index = indexes.get(model, kind)
+    scores, ids = index.search(vector, top + offset, allowed)
+    hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+    if filters.min_score is not None:
+        hits = [(i, s) for i, s in hits if s >= filters.min_score]
+    hits = hits[offset : offset + top]
+    rows = catalog.items([i for i, _ in hits])
+    results: list[Result] = []
+    for i, s in hits:
+        row = rows.get(i)
+        if row is None:
+            continue  # removed between the index read and the look-up
+        if kind == TEXT:
+            results.append(TextResult(i, row.text or "", s))
+        else:
+            results.append(ImageResult(i, row.path or "", s, row.width, row.height, _iso(row.taken_at)))
+    if sort == "date" and kind == IMAGE:
+        dates = {i: rows[i].date_key or 0.0 for i, _ in hits if i in rows}
+        results.sort(key=lambda r: dates.get(r.id, 0.0), reverse=True)
+    return results
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch).astimezone().isoformat()

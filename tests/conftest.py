@@ -1,0 +1,84 @@
+"""Shared fixtures: a private CLIPDEX_HOME per test, generated photos, the tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.library import Library
+from retrieval.models import ModelSpec
+
+TINY = ModelSpec.parse("clipdex-tiny")
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test touches the user's library or Hugging Face cache."""
+    home = tmp_path / "clipdex-home"
+    monkeypatch.setenv("CLIPDEX_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+def make_photo(path: Path, seed: int, size: tuple[int, int] = (160, 120), exif: Image.Exif | None = None) -> Path:
+    """A distinct picture: a seeded 6x6 grid of colours, blown up with hard edges."""
+    rng = np.random.default_rng(seed)
+    grid = (rng.random((6, 6, 3)) * 255).astype(np.uint8)
+    img = Image.fromarray(grid).resize(size, Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    if exif is not None:
+        kwargs["exif"] = exif.tobytes()  # type: ignore[assignment]
+    img.save(path, fmt, **kwargs)
+    return path
+
+
+def exif_with(taken: str | None = None, orientation: int | None = None, camera: tuple[str, str] | None = None) -> Image.Exif:
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    if camera is not None:
+        exif[0x010F], exif[0x0110] = camera
+    if taken is not None:
+        exif.get_ifd(0x8769)[0x9003] = taken
+    return exif
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Twelve distinct photos in two folders, plus one file that is not an image."""
+    root = tmp_path / "photos"
+    for i in range(8):
+        make_photo(root / "trip" / f"beach{i}.jpg", seed=i)
+    for i in range(8, 12):
+        make_photo(root / "home" / f"cat{i}.png", seed=i)
+    (root / "home" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    return root
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Iterator[Library]:
+    lib = Library.open(tmp_path / "lib")
+    yield lib
+    lib.close()
+
+
+def brute_force(lib: Library, query: np.ndarray, kind: str = "image") -> list[tuple[int, float]]:
+    """Exact ranking over the catalog's stored vectors: the reference for every index."""
+    model = lib.active_model()
+    assert model is not None
+    ids, vecs = lib.catalog.vectors(model.id, kind)
+    scores = vecs @ query  # (N,)
+    order = np.lexsort((ids, -scores))
+    return [(int(ids[i]), float(scores[i])) for i in order]
+
+
+def env_without_pytest() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
