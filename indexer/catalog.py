@@ -14,7 +14,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import translate
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
@@ -475,6 +475,6 @@ def _is_under(path: bytes, root: bytes) -> bool:
     return path == base or path.startswith(base + b"/")
 
 
-def _chunks(seq: list, size: int = _CHUNK) -> Iterator[list]:  # type: ignore[type-arg]
+def _chunks(seq: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class _Plan:
 
 
 ModelPair = tuple[ModelRow, Encoder]
+T = TypeVar("T")
 
 
 def run_index(
@@ -213,5 +214,5 @@ def _fill_texts(
     return len(missing)
 
 
-def _batches(seq: list, size: int) -> list[list]:  # type: ignore[type-arg]
+def _batches(seq: list[T], size: int) -> list[list[T]]:
     return [seq[i : i + size] for i in range(0, len(seq), size)]

@@ -50,7 +50,8 @@ class VectorIndex:
 
     def __init__(self, tag: IndexTag, index: Any | None = None) -> None:
         self.tag = tag
-        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(tag.dim))
+        # faiss's generated stubs are imprecise (numpy arrays are accepted everywhere): keep it Any.
+        self.index: Any = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(tag.dim))
         self._gpu: Any | None = None
 
     @property
@@ -100,7 +101,9 @@ class VectorIndex:
         if allowed is not None:
             # GPU indexes ignore id selectors: filtered searches always run on the CPU copy.
             sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            scores, ids = self.index.search(q, k, params=faiss.SearchParameters(sel=sel))
+            params = faiss.SearchParameters()
+            params.sel = sel
+            scores, ids = self.index.search(q, k, params=params)
         else:
             scores, ids = self._searcher().search(q, k)
         return scores, ids

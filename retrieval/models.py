@@ -161,10 +161,10 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 
 class _QuietOpenClip(logging.Filter):
-    """open_clip logs 'initialized randomly' for the seeded built-in model, which is intended."""
+    """open_clip logs to the root logger while loading; clipdex raises its own one-line errors instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
+        return "open_clip" not in record.pathname
 
 
 def _create(spec: ModelSpec) -> torch.nn.Module:
@@ -225,8 +225,8 @@ def _create_pretrained(spec: ModelSpec) -> torch.nn.Module:
         return open_clip.create_model(spec.name, pretrained=spec.pretrained, require_pretrained=True)
     except Exception as e:  # download/cache errors arrive wrapped in RuntimeError and others
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        why = "offline and not in the Hugging Face cache" if offline else "weights could not be fetched"
-        raise ModelNotAvailable(f"cannot load {spec.label}: {why} ({_one_line(e)[:160]}); {_FIX}") from None
+        why = "offline and not in the Hugging Face cache" if offline else f"weights could not be fetched ({_one_line(e)[:200]})"
+        raise ModelNotAvailable(f"cannot load {spec.label}: {why}; {_FIX}") from None
 
 
 def _fit_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,147 @@
+"""Model loading: determinism, checkpoints, the offline hub cache, clear failures."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import TINY, env_without_pytest
+from retrieval.encode import encode_texts
+from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
+from retrieval.models import DEFAULT_MODEL, ModelSpec, fingerprint_of, load_encoder
+
+CLIPDEX = str(Path(sys.executable).with_name("clipdex"))
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLIPDEX, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def populate_hub_cache(hf_home: Path, repo: str, files: dict[str, bytes]) -> None:
+    """Lay out a Hugging Face hub cache entry exactly as huggingface_hub writes one."""
+    folder = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        (snapshot / name).write_bytes(data)
+
+
+def test_tiny_model_gives_identical_embeddings_in_separate_processes() -> None:
+    here = encode_texts(load_encoder(TINY, "cpu"), ["a red circle"])[0]
+    code = (
+        "from retrieval.models import ModelSpec, load_encoder; from retrieval.encode import encode_texts; "
+        "print(encode_texts(load_encoder(ModelSpec.parse('clipdex-tiny'), 'cpu'), ['a red circle'])[0].tobytes().hex())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    there = np.frombuffer(bytes.fromhex(out.stdout.strip()), dtype=np.float32)
+    np.testing.assert_array_equal(here, there)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path: Path, suffix: str) -> None:
+    base = load_encoder(TINY, "cpu")
+    state = {k: v.clone() for k, v in base.model.state_dict().items()}
+    path = tmp_path / f"tiny{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    loaded = load_encoder(ModelSpec.parse("clipdex-tiny", path), "cpu")
+    assert loaded.fingerprint == base.fingerprint
+    texts = ["a dog", "two blue squares"]
+    np.testing.assert_array_equal(encode_texts(loaded, texts), encode_texts(base, texts))
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (open, ("/tmp/clipdex-pwned-by-pickle", "w"))
+
+
+def test_malicious_pickle_checkpoint_is_refused_and_never_executed(tmp_path: Path) -> None:
+    marker = Path("/tmp/clipdex-pwned-by-pickle")
+    marker.unlink(missing_ok=True)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"state_dict": _Exploit()}))
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_encoder(ModelSpec.parse("clipdex-tiny", evil), "cpu")
+    assert not marker.exists()
+
+
+def test_checkpoint_for_another_architecture_is_refused_clearly(tmp_path: Path) -> None:
+    path = tmp_path / "wrong.safetensors"
+    save_file({"visual.proj": torch.zeros(3, 3)}, str(path))
+    with pytest.raises(CheckpointError, match="does not fit architecture clipdex-tiny"):
+        load_encoder(ModelSpec.parse("clipdex-tiny", path), "cpu")
+
+
+def test_unknown_names_and_tags_are_refused() -> None:
+    with pytest.raises(UnknownModel, match="clipdex models"):
+        load_encoder(ModelSpec.parse("ViT-Nope-1"), "cpu")
+    with pytest.raises(UnknownModel, match="no pretrained tag 'nope'"):
+        load_encoder(ModelSpec.parse("ViT-B-32:nope"), "cpu")
+    with pytest.raises(ModelNotAvailable, match="ViT-B-32:TAG"):
+        load_encoder(ModelSpec.parse("ViT-B-32"), "cpu")  # never silently random weights
+
+
+def test_model_names_parse() -> None:
+    assert ModelSpec.parse(DEFAULT_MODEL) == ModelSpec("ViT-B-32-256", "datacomp_s34b_b86k")
+    assert ModelSpec.parse("hf-hub:org/repo") == ModelSpec("hf-hub:org/repo")
+
+
+def test_offline_without_weights_prints_one_line_naming_the_fix(photos: Path, tmp_path: Path) -> None:
+    env = env_without_pytest() | {"HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_OFFLINE": "1"}
+    result = run_cli(["index", str(photos)], env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: cannot load {DEFAULT_MODEL}: offline and not in the Hugging Face cache")
+    assert "--checkpoint FILE" in lines[0] and "--model clipdex-tiny" in lines[0]
+
+
+def test_hf_hub_model_loads_offline_from_a_populated_cache(photos: Path, tmp_path: Path) -> None:
+    base = load_encoder(TINY, "cpu")
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in base.model.state_dict().items()}, str(weights))
+    config = {"model_cfg": open_clip.get_model_config("clipdex-tiny"), "preprocess_cfg": {}}
+    hf_home = tmp_path / "hf"
+    populate_hub_cache(
+        hf_home,
+        "clipdex-test/tiny",
+        {"open_clip_config.json": json.dumps(config).encode(), "open_clip_model.safetensors": weights.read_bytes()},
+    )
+    env = env_without_pytest() | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    result = run_cli(["index", str(photos), "--model", "hf-hub:clipdex-test/tiny", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["encoded"] == 12
+    status = json.loads(run_cli(["status", "--json"], env).stdout)
+    assert status["active_model"] == fingerprint_of("hf-hub:clipdex-test/tiny", base.model.state_dict())
+
+
+def test_default_pretrained_tag_loads_offline_from_a_populated_cache(photos: Path, tmp_path: Path) -> None:
+    # The default model's real loading path, with weights this test writes (random, fp16 to halve the size).
+    model = open_clip.create_model("ViT-B-32-256", pretrained=None)
+    state16 = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    weights = tmp_path / "b32.safetensors"
+    save_file(state16, str(weights))
+    hf_home = tmp_path / "hf"
+    populate_hub_cache(
+        hf_home, "laion/CLIP-ViT-B-32-256x256-DataComp-s34B-b86K", {"open_clip_model.safetensors": weights.read_bytes()}
+    )
+    env = env_without_pytest() | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    result = run_cli(["index", str(photos), "--json"], env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["encoded"] == 12
+    expected = fingerprint_of("ViT-B-32-256", {k: v.float() for k, v in state16.items()})
+    assert json.loads(run_cli(["status", "--json"], env).stdout)["active_model"] == expected
