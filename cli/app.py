@@ -44,6 +44,7 @@ app = typer.Typer(
 app.command("index")(write_cmds.index)
 app.command("forget")(write_cmds.forget)
 app.command("add-texts")(write_cmds.add_texts)
+app.command("import")(write_cmds.import_embeddings)
 app.command("search")(search_cmd.search)
 app.command("status")(info_cmds.status)
 app.command("models")(info_cmds.models)

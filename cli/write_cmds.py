@@ -70,3 +70,26 @@ def add_texts(
         print_json(report.to_dict())
     else:
         typer.echo(f"added {report.added} texts ({report.duplicates} already present), encoded {report.encoded}")
+
+
+def import_embeddings(
+    file: Annotated[Path, typer.Argument(help="A .npy matrix (with --items) or a .parquet table (path|text, embedding).")],
+    items: Annotated[Optional[Path], typer.Option("--items", help="For .npy: one image path (or text) per line.")] = None,
+    texts: Annotated[bool, typer.Option("--texts", help="The items are texts, not image paths.")] = False,
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    library: LibraryOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import embeddings computed elsewhere, with their image paths or texts."""
+    from indexer.embedding_files import read_embeddings
+
+    kind = "text" if texts else "image"
+    names, vectors = read_embeddings(file, items, kind)
+    with open_library(library, db) as lib:
+        report = lib.import_embeddings(names, vectors, kind=kind, model=model_spec(model, checkpoint))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        typer.echo(f"imported {report.added} new and {report.replaced} existing {kind}s for {report.model}")

@@ -302,18 +302,27 @@ class Catalog:
         self._put_vectors(conn, vecs)
         return item_id
 
-    def _put_vectors(self, conn: Connection, vecs: Sequence[tuple[int, int, np.ndarray]]) -> None:
+    def _put_vectors(
+        self, conn: Connection, vecs: Sequence[tuple[int, int, np.ndarray]], kind: str | None = None
+    ) -> None:
+        """Insert or replace vectors, logging each change; `kind` skips the look-up when known."""
         if not vecs:
             return
-        kinds = self._kinds(conn, [i for i, _, _ in vecs])
-        for chunk in _chunks(list(vecs)):
-            pairs = [and_(embeddings.c.item_id == i, embeddings.c.model_id == m) for i, m, _ in chunk]
-            conn.execute(delete(embeddings).where(or_(*pairs)))
+        kinds = self._kinds(conn, [i for i, _, _ in vecs]) if kind is None else None
+        by_model: dict[int, list[int]] = {}
+        for i, m, _ in vecs:
+            by_model.setdefault(m, []).append(i)
+        for m, ids in by_model.items():
+            for chunk in _chunks(ids):
+                conn.execute(delete(embeddings).where(embeddings.c.model_id == m, embeddings.c.item_id.in_(chunk)))
         conn.execute(
             insert(embeddings),
             [{"item_id": i, "model_id": m, "vector": self._encode_vector(v)} for i, m, v in vecs],
         )
-        conn.execute(insert(changes), [{"model_id": m, "kind": kinds[i], "item_id": i} for i, m, _ in vecs])
+        conn.execute(
+            insert(changes),
+            [{"model_id": m, "kind": kind or kinds[i], "item_id": i} for i, m, _ in vecs],  # type: ignore[index]
+        )
 
     def _drop_vectors(self, conn: Connection, ids: Sequence[int]) -> None:
         for chunk in _chunks(list(ids)):
@@ -360,10 +369,57 @@ class Catalog:
             new = [t for t in unique if keys[t] not in present]
             now = time.time()
             ids: list[int] = []
-            for t in new:
-                q = insert(items).values(kind=TEXT, text=t, text_key=keys[t], status=INDEXED, updated_at=now)
-                ids.append(int(conn.execute(q.returning(items.c.id)).scalar_one()))
+            if new:
+                rows = [{"kind": TEXT, "text": t, "text_key": keys[t], "status": INDEXED, "updated_at": now} for t in new]
+                q = insert(items).returning(items.c.id, sort_by_parameter_order=True)
+                ids = [int(i) for i in conn.execute(q, rows).scalars()]
         return ids, len(texts) - len(ids)
+
+    def import_images(
+        self, paths: Sequence[bytes], stats: Sequence[tuple[int, int] | None], vectors: np.ndarray, model_id: int
+    ) -> tuple[int, int]:
+        """Insert or update image items with precomputed vectors; return (added, replaced).
+
+        `stats` holds (size, mtime_ns) for files that exist, so a later scan sees them unchanged.
+        """
+        added = replaced = 0
+        for start in range(0, len(paths), 5000):
+            chunk = list(paths[start : start + 5000])
+            with self._write() as conn:
+                known: dict[bytes, int] = {}
+                for part in _chunks(chunk):
+                    q = select(items.c.path, items.c.id).where(items.c.path.in_(part))
+                    known.update({bytes(p): i for p, i in conn.execute(q)})
+                now = time.time()
+                rows = []
+                for path, st in zip(chunk, stats[start : start + 5000]):
+                    if path in known:
+                        continue
+                    size, mtime_ns = st if st is not None else (None, None)
+                    rows.append({
+                        "kind": IMAGE, "path": path, "display_path": path_str(path), "size": size,
+                        "mtime_ns": mtime_ns, "date_key": mtime_ns / 1e9 if mtime_ns else None,
+                        "status": INDEXED, "updated_at": now,
+                    })
+                if rows:
+                    ins = insert(items).returning(items.c.path, items.c.id, sort_by_parameter_order=True)
+                    known.update({bytes(p): i for p, i in conn.execute(ins, rows)})
+                replaced += len(chunk) - len(rows)
+                added += len(rows)
+                vecs = [(known[p], model_id, v) for p, v in zip(chunk, vectors[start : start + 5000])]
+                self._put_vectors(conn, vecs, kind=IMAGE)
+        return added, replaced
+
+    def import_texts(self, texts: Sequence[str], vectors: np.ndarray, model_id: int) -> tuple[int, int]:
+        """Insert texts (or reuse identical ones) with precomputed vectors; return (added, replaced)."""
+        new_ids, _ = self.add_texts(texts)
+        keys = [text_key(t) for t in texts]
+        with self._write() as conn:
+            ids: dict[str, int] = {}
+            for part in _chunks(list(set(keys))):
+                ids.update({k: i for k, i in conn.execute(select(items.c.text_key, items.c.id).where(items.c.text_key.in_(part)))})
+            self._put_vectors(conn, [(ids[k], model_id, v) for k, v in zip(keys, vectors)], kind=TEXT)
+        return len(new_ids), len(set(keys)) - len(new_ids)
 
     # -- vectors ---------------------------------------------------------------------------
 

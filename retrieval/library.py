@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Sequence
 
+import numpy as np
 import platformdirs
 
 from indexer.decode import path_str
@@ -25,7 +26,7 @@ from indexer.lock import WriteLock
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
 from retrieval.encode import encode_texts
-from retrieval.errors import ModelNotAvailable, NoVectors, PathNotFound, QueryError
+from retrieval.errors import InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
 from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import Result, SortOrder, query_vector, rank
@@ -45,6 +46,16 @@ class AddTextsReport:
             "encoded": self.encoded,
             "problems": [{"line": n, "reason": r} for n, r in self.problems],
         }
+
+
+@dataclass
+class ImportReport:
+    added: int
+    replaced: int
+    model: str
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -144,6 +155,18 @@ class Library:
                 pairs.append((row, enc))
         return pairs
 
+    def _import_model(self, spec: ModelSpec | None) -> ModelRow:
+        """The model imported vectors belong to; the first one becomes active."""
+        active = self.active_model()
+        if spec is None:
+            if active is None:
+                raise NoVectors("the library has no model yet; name the model the vectors come from with --model")
+            return active
+        row = self._register(self.encoder(spec))
+        if active is None:
+            self.catalog.set_setting("active_model", row.fingerprint)
+        return row
+
     def _model_for_search(self, spec: ModelSpec | None) -> tuple[ModelRow, Encoder | None]:
         if spec is None:
             active = self.active_model()
@@ -228,6 +251,41 @@ class Library:
                     report.encoded += len(chunk)
                 self.indexes.get(row, TEXT)
         return report
+
+    def import_embeddings(
+        self,
+        items: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        kind: str = IMAGE,
+        model: ModelSpec | None = None,
+    ) -> ImportReport:
+        """Import vectors computed elsewhere for image paths or texts (kind="text").
+
+        The vectors must come from `model` (default: the active model); they are
+        L2-normalised on the way in. A repeated path or text keeps its last vector.
+        Raises InputFileError for mismatched shapes and model errors as `index` does.
+        """
+        vecs = np.asarray(vectors, dtype=np.float32)
+        if vecs.ndim != 2 or len(vecs) != len(items):
+            raise InputFileError(f"got {len(items)} items but vectors of shape {vecs.shape}; they must pair up row by row")
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)  # (N, 1)
+        if len(vecs) and float(norms.min()) == 0.0:
+            raise InputFileError(f"vector {int(np.argmin(norms))} is all zeros")
+        vecs = vecs / np.maximum(norms, 1e-12)
+        last = {key: n for n, key in enumerate(items)}  # the last occurrence of each item wins
+        order = sorted(last.values())
+        with WriteLock(self.home / "lock"):
+            row = self._import_model(model)
+            if vecs.shape[1] != row.dim:
+                raise InputFileError(f"vectors have {vecs.shape[1]} dimensions but model {row.fingerprint} makes {row.dim}")
+            if kind == TEXT:
+                added, replaced = self.catalog.import_texts([items[n] for n in order], vecs[order], row.id)
+            else:
+                paths = [_real(items[n]) for n in order]
+                added, replaced = self.catalog.import_images(paths, [_stat(p) for p in paths], vecs[order], row.id)
+            self.indexes.get(row, kind)
+        return ImportReport(added=added, replaced=replaced, model=row.fingerprint)
 
     # -- searching -------------------------------------------------------------------------
 
@@ -318,6 +376,14 @@ class Library:
 
 def _real(path: str | os.PathLike[str]) -> bytes:
     return os.path.realpath(os.fsencode(os.path.expanduser(os.fsdecode(path))))
+
+
+def _stat(path: bytes) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _under(path: bytes, root: bytes) -> bool:
