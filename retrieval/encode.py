@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
 
@@ -35,8 +36,39 @@ def encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     tokens = encoder.tokenizer(list(texts)).to(encoder.device)  # (B, context_length)
     with torch.no_grad():
-        feats = encoder.model.encode_text(tokens)  # type: ignore[operator]
+        if _can_trim(encoder.model):
+            feats = _encode_text_trimmed(encoder.model, tokens)
+        else:
+            feats = encoder.model.encode_text(tokens)  # type: ignore[operator]
     return _unit(feats)
+
+
+def _can_trim(model: torch.nn.Module) -> bool:
+    """open_clip's own text tower: causal attention and EOT pooling, so padding can go."""
+    return (
+        isinstance(model, open_clip.CLIP)
+        and model.text_pool_type == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+    )
+
+
+def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP.encode_text over the real token length instead of the padded context.
+
+    With causal attention no position sees the padding after it, so dropping it
+    changes nothing but the cost (a 5-word query is ~8 tokens, not 77).
+    """
+    length = int((tokens != 0).sum(dim=1).max().item())
+    tokens = tokens[:, :length]  # (B, L)
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # (B, W) at EOT
+    if isinstance(model.text_projection, torch.nn.Linear):
+        return model.text_projection(x)
+    return x @ model.text_projection if model.text_projection is not None else x  # (B, D)
 
 
 def _unit(feats: torch.Tensor) -> np.ndarray:

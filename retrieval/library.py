@@ -29,7 +29,7 @@ from retrieval.encode import encode_texts
 from retrieval.errors import InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
 from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from retrieval.query import SearchFilter, parse_terms
-from retrieval.search import Result, SortOrder, query_vector, rank
+from retrieval.search import Result, SortOrder, TextCache, query_vector, rank
 
 
 @dataclass
@@ -87,6 +87,7 @@ class Library:
         self.device = device
         self.indexes = IndexStore(home / "indexes", catalog)
         self._encoders: dict[ModelSpec, Encoder] = {}
+        self._text_cache = TextCache()
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None, *, db: str | None = None, device: str = "auto") -> Library:
@@ -320,7 +321,7 @@ class Library:
         def get_encoder() -> Encoder:
             return enc if enc is not None else self._active_encoder(row)
 
-        vector = query_vector(terms, row, get_encoder, self.catalog, image_bytes=image)
+        vector = query_vector(terms, row, get_encoder, self.catalog, image_bytes=image, text_cache=self._text_cache)
         kind = TEXT if texts else IMAGE
         return rank(
             vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Literal
@@ -58,6 +59,7 @@ def query_vector(
     encoder: Callable[[], Encoder],
     catalog: Catalog,
     image_bytes: bytes | None = None,
+    text_cache: TextCache | None = None,
 ) -> np.ndarray:
     """The unit vector Σ wᵢ·vᵢ of the terms; the encoder is loaded only if a term needs it."""
     total = np.zeros(model.dim, dtype=np.float32)  # (D,)
@@ -65,7 +67,8 @@ def query_vector(
         total += image_vector(encoder(), image_bytes)
     texts = [t for t in terms if t.kind == "text"]
     if texts:
-        vecs = encode_texts(encoder(), [t.value for t in texts])  # (T, D)
+        cache = text_cache if text_cache is not None else TextCache(0)
+        vecs = cache.encode(model.fingerprint, [t.value for t in texts], lambda xs: encode_texts(encoder(), xs))
         total += np.asarray([t.weight for t in texts], dtype=np.float32) @ vecs
     for t in terms:
         if t.kind == "image":
@@ -76,6 +79,30 @@ def query_vector(
     if norm < 1e-6:
         raise QueryError("the query terms cancel out; change their weights")
     return total / norm
+
+
+class TextCache:
+    """The last `size` query-text vectors per model, so a repeated query skips the encoder."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def encode(self, model: str, texts: list[str], encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """(T, D) vectors for `texts`, encoding only those not cached."""
+        missing = list(dict.fromkeys(t for t in texts if (model, t) not in self._vectors))
+        found: dict[str, np.ndarray] = dict(zip(missing, encode(missing))) if missing else {}
+        out = []
+        for t in texts:
+            key = (model, t)
+            v = found[t] if t in found else self._vectors[key]
+            if self.size:
+                self._vectors[key] = v
+                self._vectors.move_to_end(key)
+            out.append(v)
+        while len(self._vectors) > self.size:
+            self._vectors.popitem(last=False)
+        return np.stack(out)  # (T, D)
 
 
 def image_vector(encoder: Encoder, data: bytes) -> np.ndarray:

@@ -145,3 +145,30 @@ def test_default_pretrained_tag_loads_offline_from_a_populated_cache(photos: Pat
     assert json.loads(result.stdout)["encoded"] == 12
     expected = fingerprint_of("ViT-B-32-256", {k: v.float() for k, v in state16.items()})
     assert json.loads(run_cli(["status", "--json"], env).stdout)["active_model"] == expected
+
+
+def test_text_encoding_uses_the_real_token_length_with_the_same_result() -> None:
+    enc = load_encoder(TINY, "cpu")
+    texts = ["a dog", "kids on the beach at sunset with a red kite", "x"]
+    tokens = enc.tokenizer(texts)
+    with torch.no_grad():
+        padded = torch.nn.functional.normalize(enc.model.encode_text(tokens).float(), dim=-1).numpy()  # type: ignore[operator]
+    np.testing.assert_allclose(encode_texts(enc, texts), padded, rtol=0, atol=1e-5)
+
+
+def test_repeated_query_texts_come_from_the_cache() -> None:
+    from retrieval.search import TextCache
+
+    calls: list[list[str]] = []
+
+    def fake_encode(xs: list[str]) -> np.ndarray:
+        calls.append(xs)
+        return np.array([[float(len(x)), 1.0] for x in xs], dtype=np.float32)
+
+    cache = TextCache(size=2)
+    first = cache.encode("m", ["ab", "c"], fake_encode)
+    again = cache.encode("m", ["c", "ab", "ab"], fake_encode)
+    np.testing.assert_array_equal(again, first[[1, 0, 0]])
+    cache.encode("m", ["new"], fake_encode)  # evicts the least recently used ("c")
+    cache.encode("m", ["c"], fake_encode)
+    assert calls == [["ab", "c"], ["new"], ["c"]]
