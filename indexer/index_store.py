@@ -8,7 +8,7 @@ damaged or foreign file is rebuilt from the stored vectors.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from indexer.catalog import Catalog, ModelRow
@@ -49,6 +49,9 @@ class IndexStore:
                 self.save(model, index)
             self._loaded[key] = index
         if self._catch_up(model, index):
+            if index.needs_rebuild():
+                index = self._rebuild(model, kind)
+                self._loaded[key] = index
             self.save(model, index)
         return index
 
@@ -60,22 +63,20 @@ class IndexStore:
         path = self.path_for(model, kind)
         index = VectorIndex.load(path)
         if index is None:
-            return IndexState("flat", 0, False, 0, 0)
+            return IndexState("none", 0, False, 0, 0)
         seq = self.catalog.current_seq(model.id, kind)
         in_sync = index.tag == self._tag_like(index.tag, model, kind) and index.tag.seq == seq
         return IndexState(index.type_name, index.count, in_sync, path.stat().st_size, index.memory_bytes)
 
     def _tag_like(self, tag: IndexTag, model: ModelRow, kind: str) -> IndexTag:
-        """The tag a valid file for (model, kind) of this catalog has, keeping its seq."""
-        return IndexTag(self.catalog.catalog_id, model.fingerprint, kind, tag.seq, model.dim)
+        """The tag a valid file for (model, kind) of this catalog has, keeping its seq and layout."""
+        return replace(tag, catalog_id=self.catalog.catalog_id, model=model.fingerprint, kind=kind, dim=model.dim)
 
     def _rebuild(self, model: ModelRow, kind: str) -> VectorIndex:
         # Read the seq first: anything committed while the vectors are read is replayed later.
         seq = self.catalog.current_seq(model.id, kind)
         ids, vectors = self.catalog.vectors(model.id, kind)
-        index = VectorIndex(IndexTag(self.catalog.catalog_id, model.fingerprint, kind, seq, model.dim))
-        index.add(ids, vectors)
-        return index
+        return VectorIndex.build(IndexTag(self.catalog.catalog_id, model.fingerprint, kind, seq, model.dim), ids, vectors)
 
     def _catch_up(self, model: ModelRow, index: VectorIndex) -> bool:
         changed, seq = self.catalog.changed_since(model.id, index.tag.kind, index.tag.seq)
