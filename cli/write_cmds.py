@@ -31,7 +31,7 @@ def index(
     for path, reason in report.problems:
         note(f"warning: {path}: {reason}")
     if as_json:
-        print_json({k: v for k, v in report.to_dict().items() if k not in ("problems",)})
+        print_json(report.to_dict())
         return
     typer.echo(
         f"added {report.added}, updated {report.updated}, removed {report.removed}, renamed {report.renamed}, "

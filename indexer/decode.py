@@ -106,7 +106,9 @@ def decode_bytes(data: bytes, spec: InputSpec, max_pixels: int = DEFAULT_MAX_PIX
         return DecodeFailure(f"too large: {e}")
     except UnidentifiedImageError:
         return DecodeFailure("not a supported image format")
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError) as e:
+    except MemoryError:
+        return DecodeFailure("out of memory while decoding")
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as e:
         # Pillow reports truncated and corrupt data with a mix of these.
         return DecodeFailure(f"corrupt image: {e}")
 

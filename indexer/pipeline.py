@@ -8,13 +8,16 @@ interrupted run loses at most the batch in flight.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence, TypeVar
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from indexer.catalog import IMAGE, INDEXED, TEXT, Catalog, FileRecord, FileRow, ModelRow, WriteBatch
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, decode_images
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, DecodeResult, InputSpec
+from indexer.workers import DecodePool, PoolConfig
 from indexer.scan import FileStat, content_hash, scan_roots
 from retrieval.encode import encode_images, encode_texts
 from retrieval.models import Encoder
@@ -25,6 +28,7 @@ class IndexOptions:
     exclude: tuple[str, ...] = ()
     batch_size: int = 64
     max_pixels: int = DEFAULT_MAX_PIXELS
+    pool: PoolConfig = PoolConfig()
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,13 @@ class IndexReport:
     seconds: float = 0.0
     missing_roots: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
 
     def to_dict(self) -> dict[str, object]:
+        """The `--json` summary (problems and timings are reported separately)."""
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
-        d["problems"] = [{"path": p, "reason": r} for p, r in self.problems]
+        del d["problems"], d["timings"]
         return d
 
 
@@ -78,13 +84,15 @@ def run_index(
     """Bring the catalog up to date with `roots` (which must exist) and fill missing vectors."""
     started = time.monotonic()
     report = IndexReport()
-    scan = scan_roots(roots, options.exclude)
-    report.problems.extend(scan.problems)
-    plan = _plan(catalog, scan.files, catalog.files_under(roots), report)
-    catalog.write(plan.first)
-
-    fill = {m.id: catalog.missing_vectors(m.id, IMAGE) for m, _ in models}
-    texts = {m.id: catalog.missing_vectors(m.id, TEXT) for m, _ in models}
+    clock = _Clock(report.timings)
+    with clock("scan"):
+        scan = scan_roots(roots, options.exclude)
+        report.problems.extend(scan.problems)
+        plan = _plan(catalog, scan.files, catalog.files_under(roots), report)
+    with clock("sql"):
+        catalog.write(plan.first)
+        fill = {m.id: catalog.missing_vectors(m.id, IMAGE) for m, _ in models}
+        texts = {m.id: catalog.missing_vectors(m.id, TEXT) for m, _ in models}
     total = len(plan.encode) + sum(map(len, fill.values())) + sum(map(len, texts.values()))
     done = 0
 
@@ -95,26 +103,84 @@ def run_index(
             progress(Progress(done, total))
 
     tick(0)
-    for batch in _batches(plan.encode, options.batch_size):
-        _encode_records(batch, models, options)
-        catalog.write(WriteBatch(records=batch))
-        for rec in batch:
-            if rec.reason:  # counted as added/updated when planned; it is a skip instead
-                report.skipped += 1
-                report.added -= rec.item_id is None
-                report.updated -= rec.item_id is not None
-            else:
-                report.encoded += 1
-        tick(len(batch))
-    for batch in _batches(plan.copies, options.batch_size):
-        catalog.write(WriteBatch(records=batch))
-
-    # Items that some model of this run has not embedded yet (older items, another model).
-    for model, encoder in models:
-        report.encoded += _fill_images(catalog, model, encoder, fill[model.id], options, tick)
-        report.encoded += _fill_texts(catalog, model, encoder, texts[model.id], options, tick)
+    with _Pools(options) as pools:
+        specs = {enc.input_spec for _, enc in models}
+        paths = [r.path for r in plan.encode]
+        for start, decoded in _decode_batches(paths, specs, pools, options.batch_size, clock):
+            batch = plan.encode[start : start + options.batch_size]
+            _attach(batch, decoded, models, clock)
+            with clock("sql"):
+                catalog.write(WriteBatch(records=batch))
+            _count(batch, report)
+            tick(len(batch))
+        with clock("sql"):
+            for batch in _batches(plan.copies, options.batch_size):
+                catalog.write(WriteBatch(records=batch))
+        # Items that some model of this run has not embedded yet (older items, another model).
+        for model, encoder in models:
+            report.encoded += _fill_images(catalog, model, encoder, fill[model.id], pools, options, tick, clock)
+            report.encoded += _fill_texts(catalog, model, encoder, texts[model.id], options, tick, clock)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _count(batch: list[FileRecord], report: IndexReport) -> None:
+    for rec in batch:
+        if rec.reason:  # counted as added/updated when planned; it is a skip instead
+            report.skipped += 1
+            report.added -= rec.item_id is None
+            report.updated -= rec.item_id is not None
+        else:
+            report.encoded += 1
+
+
+class _Clock:
+    """Adds wall time per stage into a dict (what the benchmarks report)."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+class _Pools:
+    """One decoder pool per input geometry, started on first use and closed at the end."""
+
+    def __init__(self, options: IndexOptions) -> None:
+        self.options = options
+        self._pools: dict[InputSpec, DecodePool] = {}
+
+    def get(self, spec: InputSpec) -> DecodePool:
+        if spec not in self._pools:
+            self._pools[spec] = DecodePool(spec, replace(self.options.pool, max_pixels=self.options.max_pixels))
+        return self._pools[spec]
+
+    def __enter__(self) -> _Pools:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pool in self._pools.values():
+            pool.close()
+
+
+def _decode_batches(
+    paths: list[bytes], specs: set[InputSpec], pools: _Pools, batch_size: int, clock: _Clock
+) -> Iterator[tuple[int, dict[InputSpec, list[DecodeResult]]]]:
+    """(offset, results per geometry) for consecutive batches; workers decode ahead meanwhile."""
+    if not paths:
+        return
+    streams = {spec: pools.get(spec).decode(paths) for spec in specs}
+    for start in range(0, len(paths), batch_size):
+        n = min(batch_size, len(paths) - start)
+        with clock("wait_decode"):  # time the encoder waited on decoders: ~0 when overlapped
+            decoded = {spec: list(islice(stream, n)) for spec, stream in streams.items()}
+        yield start, decoded
 
 
 def _plan(catalog: Catalog, files: dict[bytes, FileStat], known: list[FileRow], report: IndexReport) -> _Plan:
@@ -158,14 +224,12 @@ def _plan(catalog: Catalog, files: dict[bytes, FileStat], known: list[FileRow], 
     return plan
 
 
-def _encode_records(batch: list[FileRecord], models: Sequence[ModelPair], options: IndexOptions) -> None:
-    """Decode a batch once per input geometry and attach each model's vectors."""
-    decoded: dict[object, list[DecodedImage | DecodeFailure]] = {}
+def _attach(
+    batch: list[FileRecord], decoded: dict[InputSpec, list[DecodeResult]], models: Sequence[ModelPair], clock: _Clock
+) -> None:
+    """Record each file's decode outcome and attach every model's vector to the decoded ones."""
     for model, encoder in models:
-        results = decoded.get(encoder.input_spec)
-        if results is None:
-            results = decode_images([r.path for r in batch], encoder.input_spec, options.max_pixels)
-            decoded[encoder.input_spec] = results
+        results = decoded[encoder.input_spec]
         ok = [(rec, res) for rec, res in zip(batch, results) if isinstance(res, DecodedImage)]
         for rec, res in zip(batch, results):
             if isinstance(res, DecodeFailure):
@@ -173,7 +237,8 @@ def _encode_records(batch: list[FileRecord], models: Sequence[ModelPair], option
             elif rec.info is None:
                 rec.info = res.info
         if ok:
-            vectors = encode_images(encoder, np.stack([res.pixels for _, res in ok]))  # (B, D)
+            with clock("encode"):
+                vectors = encode_images(encoder, np.stack([res.pixels for _, res in ok]))  # (B, D)
             for (rec, _), v in zip(ok, vectors):
                 rec.vectors[model.id] = v
 
@@ -183,17 +248,22 @@ def _fill_images(
     model: ModelRow,
     encoder: Encoder,
     missing: list[tuple[int, bytes | str]],
+    pools: _Pools,
     options: IndexOptions,
     tick: Callable[[int], None],
+    clock: _Clock,
 ) -> int:
     encoded = 0
-    for batch in _batches(missing, options.batch_size):
-        paths = [p for _, p in batch if isinstance(p, bytes)]
-        results = decode_images(paths, encoder.input_spec, options.max_pixels)
-        ok = [(i, r) for (i, _), r in zip(batch, results) if isinstance(r, DecodedImage)]
+    paths = [p for _, p in missing if isinstance(p, bytes)]
+    spec = encoder.input_spec
+    for start, decoded in _decode_batches(paths, {spec}, pools, options.batch_size, clock):
+        batch = missing[start : start + options.batch_size]
+        ok = [(i, r) for (i, _), r in zip(batch, decoded[spec]) if isinstance(r, DecodedImage)]
         if ok:
-            vectors = encode_images(encoder, np.stack([r.pixels for _, r in ok]))
-            catalog.write(WriteBatch(vectors=[(i, model.id, v) for (i, _), v in zip(ok, vectors)]))
+            with clock("encode"):
+                vectors = encode_images(encoder, np.stack([r.pixels for _, r in ok]))
+            with clock("sql"):
+                catalog.write(WriteBatch(vectors=[(i, model.id, v) for (i, _), v in zip(ok, vectors)]))
             encoded += len(ok)
         tick(len(batch))
     return encoded
@@ -206,10 +276,13 @@ def _fill_texts(
     missing: list[tuple[int, bytes | str]],
     options: IndexOptions,
     tick: Callable[[int], None],
+    clock: _Clock,
 ) -> int:
     for batch in _batches(missing, options.batch_size):
-        vectors = encode_texts(encoder, [str(t) for _, t in batch])
-        catalog.write(WriteBatch(vectors=[(i, model.id, v) for (i, _), v in zip(batch, vectors)]))
+        with clock("encode"):
+            vectors = encode_texts(encoder, [str(t) for _, t in batch])
+        with clock("sql"):
+            catalog.write(WriteBatch(vectors=[(i, model.id, v) for (i, _), v in zip(batch, vectors)]))
         tick(len(batch))
     return len(missing)
 

@@ -81,19 +81,28 @@ class LibraryStatus:
 class Library:
     """A photo library: a catalog (source of truth) plus derived FAISS indexes."""
 
-    def __init__(self, home: Path, catalog: Catalog, device: str = "auto") -> None:
+    def __init__(self, home: Path, catalog: Catalog, device: str = "auto", precision: str = "auto") -> None:
         self.home = home
         self.catalog = catalog
         self.device = device
+        self.precision = precision
         self.indexes = IndexStore(home / "indexes", catalog)
         self._encoders: dict[ModelSpec, Encoder] = {}
         self._text_cache = TextCache()
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str] | None = None, *, db: str | None = None, device: str = "auto") -> Library:
+    def open(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        db: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+    ) -> Library:
         """Open (creating if needed) the library at `home`, else $CLIPDEX_HOME, else the user data dir.
 
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
+        `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32 or bf16.
         """
         root = Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
         root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +112,7 @@ class Library:
             config["db"] = db
             config_path.write_text(json.dumps(config, indent=2) + "\n")
         url = config.get("db") or f"sqlite:///{root / 'catalog.db'}"
-        return cls(root, Catalog(url), device)
+        return cls(root, Catalog(url), device, precision)
 
     def close(self) -> None:
         self.catalog.close()
@@ -121,7 +130,7 @@ class Library:
     def encoder(self, spec: ModelSpec) -> Encoder:
         """Load (once per Library) the encoder for a model spec."""
         if spec not in self._encoders:
-            self._encoders[spec] = load_encoder(spec, self.device)
+            self._encoders[spec] = load_encoder(spec, self.device, self.precision)
         return self._encoders[spec]
 
     def active_model(self) -> ModelRow | None:

@@ -1,0 +1,219 @@
+"""Decode in worker processes, overlapped with inference, with crashes and hangs contained.
+
+`DecodePool.decode(paths)` yields results in input order while the workers run
+ahead of the consumer by a bounded number of files, so decoding continues while
+the main process runs the encoder. Each worker runs the same pure
+`indexer.decode.decode_image`. A worker that crashes, exceeds its memory limit or
+hangs past the time limit is replaced, and its file is recorded as a failure with
+the reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Iterable, Iterator
+
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, DecodeResult, InputSpec, decode_image
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MEMORY_MB = 4096
+_PER_WORKER_QUEUE = 4  # files handed to a worker ahead of time, so it never waits on the parent
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    workers: int = 0  # 0: one per CPU core
+    prefetch: int = 256  # decoded results allowed to wait for the consumer
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per file
+    memory_mb: int = DEFAULT_MEMORY_MB  # address-space limit of each worker
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, len(os.sched_getaffinity(0)))
+
+
+def _worker_main(conn: Connection, spec: InputSpec, max_pixels: int, memory_mb: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        seq, path = task
+        try:
+            result: DecodeResult = decode_image(path, spec, max_pixels)
+        except MemoryError:
+            result = DecodeFailure(f"decoder ran out of memory (limit {memory_mb} MB)")
+        conn.send((seq, result))
+
+
+class _Worker:
+    def __init__(self, ctx: mp.context.SpawnContext, spec: InputSpec, cfg: PoolConfig) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, spec, cfg.max_pixels, cfg.memory_mb), daemon=True)
+        self.proc.start()
+        child.close()
+        self.tasks: deque[tuple[int, bytes | str, float]] = deque()  # (seq, path, sent at)
+
+    def stop(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class DecodePool:
+    """A fixed set of decoder processes for one input geometry."""
+
+    def __init__(self, spec: InputSpec, config: PoolConfig = PoolConfig()) -> None:
+        self.spec = spec
+        self.config = config
+        self._ctx = mp.get_context("spawn")  # no fork of a process that holds torch threads
+        self._workers = [_Worker(self._ctx, spec, config) for _ in range(config.worker_count)]
+        self.restarts = 0
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for w in self._workers:
+            w.proc.join(timeout=2)
+            w.stop()
+        self._workers = []
+
+    def decode(self, paths: Iterable[bytes | str]) -> Iterator[DecodeResult]:
+        """Decode every path, yielding results in order as soon as each is ready."""
+        run = _Run(self, list(paths))
+        thread = threading.Thread(target=run.pump, name="clipdex-decode", daemon=True)
+        thread.start()
+        try:
+            yield from run.results()
+        finally:
+            run.stop()
+            thread.join()
+
+    def _replace(self, index: int) -> None:
+        self._workers[index].stop()
+        self._workers[index] = _Worker(self._ctx, self.spec, self.config)
+        self.restarts += 1
+
+
+class _Run:
+    """One `decode` call: a pump thread feeds workers and collects; the caller consumes."""
+
+    def __init__(self, pool: DecodePool, paths: list[bytes | str]) -> None:
+        self.pool = pool
+        self.paths = paths
+        self.done: dict[int, DecodeResult] = {}
+        self.next_out = 0
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.error: BaseException | None = None
+
+    def results(self) -> Iterator[DecodeResult]:
+        while self.next_out < len(self.paths):
+            with self.cond:
+                while self.next_out not in self.done and self.error is None:
+                    self.cond.wait(timeout=1.0)
+                if self.error is not None:
+                    raise self.error
+                result = self.done.pop(self.next_out)
+                self.next_out += 1
+                self.cond.notify_all()
+            yield result
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+    def pump(self) -> None:
+        try:
+            self._pump()
+        except BaseException as e:  # surfaced to the consumer, never swallowed
+            with self.cond:
+                self.error = e
+                self.cond.notify_all()
+
+    def _pump(self) -> None:
+        pool, cfg = self.pool, self.pool.config
+        next_in = 0
+        while not self.stopping:
+            with self.cond:
+                window = self.next_out + cfg.prefetch
+            workers = pool._workers
+            for w in workers:
+                while next_in < len(self.paths) and next_in < window and len(w.tasks) < _PER_WORKER_QUEUE:
+                    w.conn.send((next_in, self.paths[next_in]))
+                    w.tasks.append((next_in, self.paths[next_in], time.monotonic()))
+                    next_in += 1
+            if all(not w.tasks for w in workers):
+                if next_in >= len(self.paths):
+                    return
+                with self.cond:  # the consumer is behind: wait for room in the window
+                    self.cond.wait(timeout=0.05)
+                continue
+            ready = wait([w.conn for w in workers if w.tasks] + [w.proc.sentinel for w in workers if w.tasks], timeout=0.2)
+            for i, w in enumerate(list(workers)):
+                if w.conn in ready or w.proc.sentinel in ready:
+                    self._collect(i, w)
+            self._enforce_timeouts()
+
+    def _collect(self, index: int, w: _Worker) -> None:
+        try:
+            while w.tasks and w.conn.poll():
+                seq, result = w.conn.recv()
+                w.tasks.popleft()
+                if w.tasks:  # the next queued file starts now: its clock starts now
+                    s, path, _ = w.tasks[0]
+                    w.tasks[0] = (s, path, time.monotonic())
+                self._deliver(seq, result)
+        except (EOFError, OSError):
+            pass
+        if w.tasks and not w.proc.is_alive():
+            self._fail_head(index, f"decoder crashed (exit {w.proc.exitcode})")
+
+    def _enforce_timeouts(self) -> None:
+        now = time.monotonic()
+        for i, w in enumerate(list(self.pool._workers)):
+            # The head task is the one running: later ones are merely queued behind it.
+            if w.tasks and now - w.tasks[0][2] > self.pool.config.timeout_s:
+                self._fail_head(i, f"decoder timed out after {self.pool.config.timeout_s:g}s")
+
+    def _fail_head(self, index: int, reason: str) -> None:
+        """The worker's current file failed; its queued files go to the replacement."""
+        w = self.pool._workers[index]
+        seq, _, _ = w.tasks.popleft()
+        self._deliver(seq, DecodeFailure(reason))
+        queued = list(w.tasks)
+        self.pool._replace(index)
+        fresh = self.pool._workers[index]
+        for s, path, _ in queued:
+            fresh.conn.send((s, path))
+            fresh.tasks.append((s, path, time.monotonic()))
+
+    def _deliver(self, seq: int, result: DecodeResult) -> None:
+        with self.cond:
+            self.done[seq] = result
+            self.cond.notify_all()
