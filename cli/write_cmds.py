@@ -16,7 +16,7 @@ def index(
     exclude: Annotated[list[str], typer.Option("--exclude", help="Skip paths or names matching GLOB (repeatable).")] = [],
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per encoder batch and commit.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=0, help="Images per encoder batch and commit (0: sized for the device).")] = 0,
     library: LibraryOpt = None,
     db: DbOpt = None,
     device: DeviceOpt = "auto",

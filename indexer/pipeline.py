@@ -19,14 +19,14 @@ from indexer.catalog import IMAGE, INDEXED, TEXT, Catalog, FileRecord, FileRow, 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, DecodeResult, InputSpec
 from indexer.workers import DecodePool, PoolConfig
 from indexer.scan import FileStat, content_hash, scan_roots
-from retrieval.encode import encode_images, encode_texts
+from retrieval.encode import auto_batch_size, encode_images, encode_texts
 from retrieval.models import Encoder
 
 
 @dataclass(frozen=True)
 class IndexOptions:
     exclude: tuple[str, ...] = ()
-    batch_size: int = 64
+    batch_size: int = 0  # 0: sized for the device (auto_batch_size)
     max_pixels: int = DEFAULT_MAX_PIXELS
     pool: PoolConfig = PoolConfig()
 
@@ -103,6 +103,8 @@ def run_index(
             progress(Progress(done, total))
 
     tick(0)
+    if options.batch_size <= 0:
+        options = replace(options, batch_size=min(auto_batch_size(enc) for _, enc in models))
     with _Pools(options) as pools:
         specs = {enc.input_spec for _, enc in models}
         paths = [r.path for r in plan.encode]

@@ -1,8 +1,8 @@
 """Decode in worker processes, overlapped with inference, with crashes and hangs contained.
 
-`DecodePool.decode(paths)` yields results in input order while the workers run
-ahead of the consumer by a bounded number of files, so decoding continues while
-the main process runs the encoder. Each worker runs the same pure
+`DecodePool.decode(paths)` yields results in input order while the workers (fresh
+`python -m indexer.decode_worker` processes) run ahead of the consumer by a
+bounded number of files, so decoding continues while the main process encodes. Each worker runs the same pure
 `indexer.decode.decode_image`. A worker that crashes, exceeds its memory limit or
 hangs past the time limit is replaced, and its file is recorded as a failure with
 the reason; the run goes on.
@@ -10,18 +10,19 @@ the reason; the run goes on.
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import os
-import resource
-import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Iterable, Iterator
 
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, DecodeResult, InputSpec, decode_image
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, DecodeResult, InputSpec
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MEMORY_MB = 4096
@@ -41,37 +42,28 @@ class PoolConfig:
         return self.workers or max(1, len(os.sched_getaffinity(0)))
 
 
-def _worker_main(conn: Connection, spec: InputSpec, max_pixels: int, memory_mb: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    while True:
-        try:
-            task = conn.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        seq, path = task
-        try:
-            result: DecodeResult = decode_image(path, spec, max_pixels)
-        except MemoryError:
-            result = DecodeFailure(f"decoder ran out of memory (limit {memory_mb} MB)")
-        conn.send((seq, result))
-
-
 class _Worker:
-    def __init__(self, ctx: mp.context.SpawnContext, spec: InputSpec, cfg: PoolConfig) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, spec, cfg.max_pixels, cfg.memory_mb), daemon=True)
-        self.proc.start()
+    """One `python -m indexer.decode_worker` process and the files queued on it."""
+
+    def __init__(self, spec: InputSpec, cfg: PoolConfig) -> None:
+        parent, child = socket.socketpair()
+        args = [json.dumps(asdict(spec)), str(cfg.max_pixels), str(cfg.memory_mb)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "indexer.decode_worker", str(child.fileno()), *args],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
         child.close()
-        self.tasks: deque[tuple[int, bytes | str, float]] = deque()  # (seq, path, sent at)
+        self.conn = Connection(parent.detach())
+        self.tasks: deque[tuple[int, bytes | str, float]] = deque()  # (seq, path, started at)
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.is_alive():
+        if self.is_alive():
             self.proc.kill()
-        self.proc.join(timeout=5)
+        self.proc.wait(timeout=10)
         self.conn.close()
 
 
@@ -81,8 +73,7 @@ class DecodePool:
     def __init__(self, spec: InputSpec, config: PoolConfig = PoolConfig()) -> None:
         self.spec = spec
         self.config = config
-        self._ctx = mp.get_context("spawn")  # no fork of a process that holds torch threads
-        self._workers = [_Worker(self._ctx, spec, config) for _ in range(config.worker_count)]
+        self._workers = [_Worker(spec, config) for _ in range(config.worker_count)]
         self.restarts = 0
 
     def __enter__(self) -> DecodePool:
@@ -98,7 +89,10 @@ class DecodePool:
             except (OSError, ValueError):
                 pass
         for w in self._workers:
-            w.proc.join(timeout=2)
+            try:
+                w.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
             w.stop()
         self._workers = []
 
@@ -115,7 +109,7 @@ class DecodePool:
 
     def _replace(self, index: int) -> None:
         self._workers[index].stop()
-        self._workers[index] = _Worker(self._ctx, self.spec, self.config)
+        self._workers[index] = _Worker(self.spec, self.config)
         self.restarts += 1
 
 
@@ -174,9 +168,9 @@ class _Run:
                 with self.cond:  # the consumer is behind: wait for room in the window
                     self.cond.wait(timeout=0.05)
                 continue
-            ready = wait([w.conn for w in workers if w.tasks] + [w.proc.sentinel for w in workers if w.tasks], timeout=0.2)
+            ready = wait([w.conn for w in workers if w.tasks], timeout=0.2)
             for i, w in enumerate(list(workers)):
-                if w.conn in ready or w.proc.sentinel in ready:
+                if w.conn in ready:
                     self._collect(i, w)
             self._enforce_timeouts()
 
@@ -191,8 +185,8 @@ class _Run:
                 self._deliver(seq, result)
         except (EOFError, OSError):
             pass
-        if w.tasks and not w.proc.is_alive():
-            self._fail_head(index, f"decoder crashed (exit {w.proc.exitcode})")
+        if w.tasks and not w.is_alive():
+            self._fail_head(index, f"decoder crashed (exit {w.proc.returncode})")
 
     def _enforce_timeouts(self) -> None:
         now = time.monotonic()

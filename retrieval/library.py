@@ -197,7 +197,7 @@ class Library:
         *,
         model: ModelSpec | None = None,
         exclude: Sequence[str] = (),
-        batch_size: int = 64,
+        batch_size: int = 0,
         progress: ProgressFn | None = None,
     ) -> IndexReport:
         """Index `paths` (remembered as roots), or rescan every root when none are given.
