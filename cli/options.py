@@ -38,13 +38,23 @@ CheckpointOpt = Annotated[
     typer.Option("--checkpoint", help="Local weights (.safetensors or .pt state dict) for the --model architecture."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps.")]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16, int8 (CPU) or fp16.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 
-def open_library(library: Path | None, db: str | None, device: str = "auto") -> Library:
+def open_library(library: Path | None, db: str | None, device: str = "auto", precision: str = "auto") -> Library:
     from retrieval.library import Library
+    from retrieval.models import PRECISIONS
 
-    return Library.open(library, db=db, device=device)
+    if precision not in PRECISIONS:
+        raise UnknownModel(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return Library.open(library, db=db, device=device, precision=precision)
 
 
 def model_spec(model: str | None, checkpoint: Path | None) -> ModelSpec | None:

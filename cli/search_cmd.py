@@ -7,7 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.options import CheckpointOpt, DbOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, model_spec, open_library
+from cli.options import (
+    CheckpointOpt,
+    DbOpt,
+    DeviceOpt,
+    JsonOpt,
+    LibraryOpt,
+    ModelOpt,
+    PrecisionOpt,
+    model_spec,
+    open_library,
+)
 from cli.render import print_json
 
 
@@ -33,6 +43,7 @@ def search(
     library: LibraryOpt = None,
     db: DbOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by describing them or by showing an example photo."""
@@ -44,7 +55,7 @@ def search(
         before=parse_date(before, "--before") if before else None,
         min_score=min_score,
     )
-    with open_library(library, db, device) as lib:
+    with open_library(library, db, device, precision) as lib:
         results = lib.search(
             query, add=add, sub=sub, top=top, filters=filters, sort=sort.value, texts=texts,
             model=model_spec(model, checkpoint), force_image=image,

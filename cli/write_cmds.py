@@ -7,7 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.options import CheckpointOpt, DbOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, model_spec, open_library
+from cli.options import (
+    CheckpointOpt,
+    DbOpt,
+    DeviceOpt,
+    JsonOpt,
+    LibraryOpt,
+    ModelOpt,
+    PrecisionOpt,
+    model_spec,
+    open_library,
+)
 from cli.render import note, print_json, progress_bar
 
 
@@ -20,11 +30,12 @@ def index(
     library: LibraryOpt = None,
     db: DbOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Index photo folders: new, changed, moved and deleted files are detected."""
     spec = model_spec(model, checkpoint)
-    with open_library(library, db, device) as lib, progress_bar("indexing") as progress:
+    with open_library(library, db, device, precision) as lib, progress_bar("indexing") as progress:
         report = lib.index(paths or None, model=spec, exclude=exclude, batch_size=batch_size, progress=progress)
     for root in report.missing_roots:
         note(f"warning: root {root} is missing (unmounted?); its items are kept")
@@ -59,10 +70,11 @@ def add_texts(
     library: LibraryOpt = None,
     db: DbOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Load texts (captions, labels, descriptions) to find the ones that best describe a photo."""
-    with open_library(library, db, device) as lib:
+    with open_library(library, db, device, precision) as lib:
         report = lib.add_texts(file, model=model_spec(model, checkpoint))
     for line, reason in report.problems:
         note(f"warning: {file}:{line}: {reason}; row skipped")

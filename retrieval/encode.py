@@ -83,7 +83,7 @@ def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     """
     length = int((tokens != 0).sum(dim=1).max().item())
     tokens = tokens[:, :length]  # (B, L)
-    cast_dtype = model.transformer.get_cast_dtype()
+    cast_dtype = model.token_embedding.weight.dtype  # (int8 Linear layers have no weight dtype)
     x = model.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
     x = x + model.positional_embedding[:length].to(cast_dtype)
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])

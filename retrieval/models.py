@@ -24,6 +24,7 @@ from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
 DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
 TINY_MODEL = "clipdex-tiny"
 TINY_SEED = 20260101
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _SCHEMAS = ("hf-hub:", "local-dir:")
 
@@ -67,7 +68,7 @@ class Encoder:
     fingerprint: str
     dim: int
     device: torch.device
-    precision: str = "fp32"  # fp32 | fp16 (weights, on CUDA) | bf16 (autocast, on CPUs with native bf16)
+    precision: str = "fp32"  # fp32 | fp16 (CUDA) | bf16 (autocast, CPUs with native bf16) | int8 (CPU)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -131,6 +132,11 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto")
     chosen = pick_precision(dev, precision)
     if chosen == "fp16":
         model = model.half()
+    elif chosen == "int8":
+        if dev.type != "cpu":
+            raise ModelNotAvailable("int8 precision runs on the CPU only; use --device cpu")
+        # Dynamic int8 on the Linear layers (the MLPs): weights quantised once, activations per batch.
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model = model.to(dev)
     pp = open_clip.get_model_preprocess_cfg(model)
     size = pp.get("size", 224)

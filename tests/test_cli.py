@@ -91,6 +91,7 @@ def test_status_json_has_the_documented_fields(indexed: Path) -> None:
         (["search", "beach"], "error: the library is empty; run `clipdex index PATH` first"),
         (["forget", "/nowhere"], "error: /nowhere is not a root of this library"),
         (["add-texts", "missing.txt"], "error: missing.txt does not exist"),
+        (["search", "x", "--precision", "fp8"], "error: --precision 'fp8' is not one of auto, fp32, bf16, int8, fp16"),
     ],
 )
 def test_user_errors_are_one_clear_line(args: list[str], message: str) -> None:

@@ -172,3 +172,13 @@ def test_repeated_query_texts_come_from_the_cache() -> None:
     cache.encode("m", ["new"], fake_encode)  # evicts the least recently used ("c")
     cache.encode("m", ["c"], fake_encode)
     assert calls == [["ab", "c"], ["new"], ["c"]]
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_reduced_precision_keeps_the_model_identity_and_its_vectors_close(precision: str) -> None:
+    full = load_encoder(TINY, "cpu", "fp32")
+    fast = load_encoder(TINY, "cpu", precision)
+    assert (fast.fingerprint, fast.precision) == (full.fingerprint, precision)
+    texts = ["a red circle above a blue square", "three small striped triangles"]
+    cos = np.sum(encode_texts(full, texts) * encode_texts(fast, texts), axis=1)
+    assert cos.min() > 0.99
