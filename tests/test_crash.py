@@ -1,0 +1,60 @@
+"""Crash safety: a real `clipdex index` SIGKILLed at random moments and at every failpoint.
+
+After each kill the reopened library must be sound and consistent, and a resumed
+run must re-encode only what was not committed and end identical to an
+uninterrupted run. `benchmarks/soak_kill.py` runs 200 of these trials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crash_harness import FRESH, UPDATE, Harness, TrialResult
+from indexer import failpoints
+
+RANDOM_SEEDS = range(1, 13)
+# (point, the hit that kills, scenario): each stops a different step of a real run.
+FAILPOINTS = [
+    (f"{failpoints.CATALOG_MID_BATCH}:3", FRESH),
+    (f"{failpoints.CATALOG_BEFORE_COMMIT}:2", UPDATE),
+    (f"{failpoints.CATALOG_AFTER_COMMIT}:4", FRESH),
+    (f"{failpoints.INDEX_AFTER_TEMP_WRITE}:1", UPDATE),
+    (f"{failpoints.INDEX_AFTER_REPLACE}:1", FRESH),
+]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Harness:
+    return Harness(tmp_path_factory.mktemp("crash"))
+
+
+def explain(r: TrialResult) -> str:
+    return f"seed {r.seed} ({r.scenario}, {r.how}, exit {r.exit_code}): " + "; ".join(r.problems)
+
+
+@pytest.mark.parametrize("seed", RANDOM_SEEDS)
+def test_sigkill_at_a_random_moment(harness: Harness, seed: int) -> None:
+    result = harness.trial(seed)
+    assert result.passed, explain(result)
+    assert result.encoded_on_resume == result.expected_on_resume
+
+
+@pytest.mark.parametrize("point, scenario", FAILPOINTS)
+def test_sigkill_at_each_failpoint(harness: Harness, point: str, scenario: str) -> None:
+    result = harness.trial(100, failpoint=point, scenario=scenario)
+    assert result.exit_code == -9, f"the failpoint {point} was never reached"
+    assert result.passed, explain(result)
+
+
+def test_every_failpoint_is_exercised() -> None:
+    assert sorted(p.split(":")[0] for p, _ in FAILPOINTS) == sorted(failpoints.POINTS)
+
+
+def test_failpoint_spec_is_checked() -> None:
+    assert failpoints.parse("catalog.after_commit:3") == ("catalog.after_commit", 3)
+    with pytest.raises(failpoints.FailpointError, match="unknown point"):
+        failpoints.parse("catalog.after_comit")
+    with pytest.raises(failpoints.FailpointError, match="whole number"):
+        failpoints.parse("catalog.after_commit:0")
