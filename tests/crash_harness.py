@@ -216,7 +216,12 @@ class Harness:
         if db.exists():
             con = sqlite3.connect(db)  # recovers the WAL like any reader would
             check = con.execute("PRAGMA integrity_check").fetchall()
-            dupes = con.execute("SELECT count(*) FROM items GROUP BY kind, path, text HAVING count(*) > 1").fetchall()
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            dupes = []
+            if "items" in tables:  # else killed while creating the catalog: its DDL rolled back whole
+                dupes = con.execute("SELECT count(*) FROM items GROUP BY kind, path, text HAVING count(*) > 1").fetchall()
+            elif tables:
+                result.problems.append(f"a half-created catalog after the kill: tables {sorted(tables)}")
             con.close()
             if check != [("ok",)]:
                 result.problems.append(f"integrity_check after the kill: {check}")

@@ -7,11 +7,15 @@ uninterrupted run. `benchmarks/soak_kill.py` runs 200 of these trials.
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from crash_harness import FRESH, UPDATE, Harness, TrialResult
+from crash_harness import FRESH, REPO, UPDATE, Harness, TrialResult, child_env
+from retrieval.library import Library
 from indexer import failpoints
 
 RANDOM_SEEDS = range(1, 13)
@@ -58,3 +62,34 @@ def test_failpoint_spec_is_checked() -> None:
         failpoints.parse("catalog.after_comit")
     with pytest.raises(failpoints.FailpointError, match="whole number"):
         failpoints.parse("catalog.after_commit:0")
+
+
+KILL_IN_MIGRATION = """
+import os, signal, sys
+from sqlalchemy import event
+from indexer import schema
+engine = schema.make_engine(sys.argv[1])
+created = 0
+@event.listens_for(engine, "before_cursor_execute")
+def kill_at_the_fourth_table(conn, cursor, statement, *args):
+    global created
+    if statement.lstrip().upper().startswith("CREATE TABLE"):
+        created += 1
+        if created == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+schema.upgrade(engine)
+"""
+
+
+def test_kill_while_the_catalog_is_being_created_leaves_nothing_half_made(tmp_path: Path) -> None:
+    """The soak found kills landing here: the migration's DDL must roll back whole."""
+    home = tmp_path / "lib"
+    home.mkdir()
+    url = f"sqlite:///{home / 'catalog.db'}"
+    done = subprocess.run([sys.executable, "-c", KILL_IN_MIGRATION, url], env=child_env(), cwd=REPO)
+    assert done.returncode == -9
+    con = sqlite3.connect(home / "catalog.db")
+    assert con.execute("SELECT name FROM sqlite_master").fetchall() == []
+    con.close()
+    with Library.open(home) as lib:
+        assert lib.catalog.check_integrity(full=True) == [] and lib.status().images == 0
