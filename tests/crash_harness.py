@@ -87,6 +87,36 @@ class TrialResult:
         return not self.problems
 
 
+class ForkedCli:
+    """Starts `clipdex` processes forked from a forkserver that has imported torch already."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        ctx: Any = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        self._ctx = ctx
+
+    def start(self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Any:
+        """Start `clipdex ARGV` (output to `log`); return the multiprocessing.Process."""
+        args = (argv, child_env() | (env or {}), str(log or self.work / "log.txt"))
+        proc = self._ctx.Process(target=run_cli, args=args)
+        proc.start()
+        return proc
+
+    @staticmethod
+    def wait_for_lock(lock: Path, proc: Any) -> float:
+        """Wait until `proc` holds the library's write lock (or has exited); return the seconds waited."""
+        started = time.monotonic()
+        while proc.is_alive():
+            try:
+                if lock.read_text() == str(proc.pid):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        return time.monotonic() - started
+
+
 class Harness:
     """A corpus, a pre-indexed template library and the reference result, built once."""
 
@@ -94,7 +124,7 @@ class Harness:
         self.work = work
         self.corpus = work / "corpus"
         self.template = work / "template"
-        self._ctx: Any = None
+        self.cli = ForkedCli(work)
         self._build()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -122,10 +152,9 @@ class Harness:
         for scenario in (FRESH, UPDATE):
             home = self.work / f"reference-{scenario}"
             argv = self._start(scenario, home)
-            proc = self._forkserver().Process(target=run_cli, args=(argv, child_env(), str(self.work / "log.txt")))
             started = time.monotonic()
-            proc.start()
-            locked = self._wait_for_lock(home / "lock", proc)
+            proc = self.cli.start(argv)
+            locked = self.cli.wait_for_lock(home / "lock", proc)
             proc.join()
             code = proc.exitcode
             seconds[scenario] = time.monotonic() - started
@@ -144,38 +173,20 @@ class Harness:
             shutil.copytree(self.template, home)
         return ["index", str(self.corpus), "--model", "clipdex-tiny", "--batch-size", str(BATCH), "--library", str(home)]
 
-    def _forkserver(self) -> Any:
-        if self._ctx is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
-            self._ctx = ctx
-        return self._ctx
-
-    def _run_forked(self, argv: list[str], kill_after_s: float | None, after_lock: bool = False) -> int | None:
+    def _run_forked(
+        self, argv: list[str], kill_after_s: float | None, after_lock: bool = False, env: dict[str, str] | None = None
+    ) -> int | None:
         """Run the CLI in a forked child; SIGKILL it `kill_after_s` after its start, or after it
         takes the library's write lock (when indexing begins) with `after_lock`."""
-        log = str(self.work / "log.txt")
-        proc = self._forkserver().Process(target=run_cli, args=(argv, child_env(), log))
-        proc.start()
+        proc = self.cli.start(argv, env)
         if after_lock:
-            self._wait_for_lock(Path(argv[-1]) / "lock", proc)
+            self.cli.wait_for_lock(Path(argv[-1]) / "lock", proc)
         if kill_after_s is not None:
             proc.join(kill_after_s)
             if proc.is_alive():
                 proc.kill()
         proc.join()
         return proc.exitcode
-
-    def _wait_for_lock(self, lock: Path, proc: Any) -> float:
-        started = time.monotonic()
-        while proc.is_alive():
-            try:
-                if lock.read_text() == str(proc.pid):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.002)
-        return time.monotonic() - started
 
     def _run_exec(self, argv: list[str], failpoint: str) -> int:
         env = child_env() | {"CLIPDEX_FAILPOINT": failpoint}
@@ -185,7 +196,10 @@ class Harness:
 
     # -- a trial ---------------------------------------------------------------------------
 
-    def trial(self, seed: int, failpoint: str | None = None, scenario: str | None = None) -> TrialResult:
+    def trial(
+        self, seed: int, failpoint: str | None = None, scenario: str | None = None, exec_cli: bool = False
+    ) -> TrialResult:
+        """One trial: a seeded random kill, or the failpoint (in an exec'd `clipdex` with `exec_cli`)."""
         rng = random.Random(seed)
         scenario = scenario or rng.choice([FRESH, UPDATE])
         home = self.work / f"trial-{seed}"
@@ -198,8 +212,11 @@ class Harness:
             delay = rng.uniform(0.0, span * 1.05)
             code = self._run_forked(argv, delay, after_lock)
             how = f"kill at {'lock+' if after_lock else ''}{delay:.3f}s"
-        else:
+        elif exec_cli:
             code = self._run_exec(argv, failpoint)
+            how = f"failpoint {failpoint} (exec)"
+        else:
+            code = self._run_forked(argv, None, env={"CLIPDEX_FAILPOINT": failpoint})
             how = f"failpoint {failpoint}"
         result = TrialResult(seed, scenario, how, code, 0, 0, 0, 0.0)
         try:

@@ -47,7 +47,9 @@ def test_sigkill_at_a_random_moment(harness: Harness, seed: int) -> None:
 
 @pytest.mark.parametrize("point, scenario", FAILPOINTS)
 def test_sigkill_at_each_failpoint(harness: Harness, point: str, scenario: str) -> None:
-    result = harness.trial(100, failpoint=point, scenario=scenario)
+    # The first runs as a user runs clipdex: a fresh exec of the entry point.
+    exec_cli = point == FAILPOINTS[0][0]
+    result = harness.trial(100, failpoint=point, scenario=scenario, exec_cli=exec_cli)
     assert result.exit_code == -9, f"the failpoint {point} was never reached"
     assert result.passed, explain(result)
 
