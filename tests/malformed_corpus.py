@@ -64,6 +64,8 @@ def variants(root: Path) -> dict[str, Path]:
         save(f"orient{o}.jpg", stored, "JPEG", exif=exif, quality=95)
     save("cmyk.jpg", img.convert("CMYK"), "JPEG", quality=95)
     save("cmyk.tif", img.convert("CMYK"), "TIFF")
+    save("cmyk-icc.jpg", cmyk_for_profile(img), "JPEG", quality=95, icc_profile=cmyk_profile())
+    save("cmyk-icc.tif", cmyk_for_profile(img), "TIFF", icc_profile=cmyk_profile())
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     save("srgb-icc.jpg", img, "JPEG", quality=95, icc_profile=srgb)
     save("gray16.tif", _gray16(img), "TIFF")
@@ -187,3 +189,51 @@ def _gif_with_size(w: int, h: int) -> bytes:
     i = data.index(b"\x2c")  # the image descriptor
     data[i + 5 : i + 9] = struct.pack("<HH", w, h)
     return bytes(data)
+
+
+def cmyk_profile(grid: int = 9) -> bytes:
+    """A minimal ICC v2 CMYK printer profile (an A2B0 lut16 to Lab) that renders the
+    channels crosswise: magenta ink takes red away, yellow green, cyan blue.
+
+    No CMYK profile ships with the OS or Pillow, so the tests make one. Because its
+    mapping is not Pillow's naive CMYK->RGB, a decoder that ignores the embedded
+    profile shows the picture with its colours rotated, which the tests catch.
+    """
+    axis = np.linspace(0.0, 1.0, grid)
+    c, m, y, k = np.meshgrid(axis, axis, axis, axis, indexing="ij")  # first channel varies slowest
+    rgb = np.stack([(1 - m) * (1 - k), (1 - y) * (1 - k), (1 - c) * (1 - k)], axis=-1).reshape(-1, 3)
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    to_xyz_d50 = np.array([[0.4360747, 0.3850649, 0.1430804], [0.2225045, 0.7168786, 0.0606169],
+                           [0.0139322, 0.0971045, 0.7141733]])
+    xyz = lin @ to_xyz_d50.T / np.array([0.9642, 1.0, 0.8249])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    lab = np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=-1)
+    enc = np.stack([lab[:, 0] / 100 * 0xFF00, (lab[:, 1] + 128) * 256, (lab[:, 2] + 128) * 256], axis=-1)
+    clut = np.clip(np.rint(enc), 0, 0xFFFF).astype(">u2").tobytes()
+    identity = struct.pack(">9i", *(65536 if i in (0, 4, 8) else 0 for i in range(9)))
+    ramp = struct.pack(">2H", 0, 0xFFFF)
+    lut = b"mft2" + bytes(4) + bytes([4, 3, grid, 0]) + identity + struct.pack(">2H", 2, 2) + ramp * 4 + clut + ramp * 3
+    desc_text = b"clipdex test CMYK\x00"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(desc_text)) + desc_text + bytes(4 + 4 + 2 + 1 + 67)
+    wtpt = b"XYZ " + bytes(4) + struct.pack(">3i", *(round(v * 65536) for v in (0.9642, 1.0, 0.8249)))
+    tags = [(b"A2B0", lut), (b"desc", desc), (b"wtpt", wtpt)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for sig, data in tags:
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"prtrCMYKLab "
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8) + struct.pack(">I", 0)
+        + struct.pack(">3i", *(round(v * 65536) for v in (0.9642, 1.0, 0.8249))) + bytes(4 + 16 + 28)
+    )
+    assert len(header) == 128
+    return header + table + body
+
+
+def cmyk_for_profile(img: Image.Image) -> Image.Image:
+    """The CMYK pixels that `cmyk_profile()` renders as `img`."""
+    r, g, b = (255 - np.asarray(img.convert("RGB"))[..., i].astype(np.int16) for i in range(3))
+    cmyk = np.stack([b, r, g, np.zeros_like(r)], axis=-1).astype(np.uint8)  # c=1-B, m=1-R, y=1-G
+    return Image.fromarray(cmyk, mode="CMYK")

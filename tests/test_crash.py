@@ -11,8 +11,10 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import torch
 
 from crash_harness import FRESH, REPO, UPDATE, Harness, TrialResult, child_env
 from retrieval.library import Library
@@ -30,8 +32,15 @@ FAILPOINTS = [
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Harness:
-    return Harness(tmp_path_factory.mktemp("crash"))
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    # One thread here: the killed runs use the other core, and two torch threads
+    # competing with them for one core run many times slower than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield Harness(tmp_path_factory.mktemp("crash"))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def explain(r: TrialResult) -> str:

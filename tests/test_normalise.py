@@ -8,7 +8,7 @@ Two checks per file, against an upright 8-bit sRGB PNG of the same picture:
   0.9999, higher than its own JPEG (0.9996). So this check alone proves little;
 - the check that catches mistakes: the model's input pixels match the reference's
   within the codec's loss (mean |difference| <= 0.5 levels for lossless files,
-  <= 6 for JPEG, HEIC and AVIF), where a wrong orientation differs by 47-93 levels
+  1 through the test CMYK profile's 9-point grid, <= 6 for JPEG, HEIC and AVIF), where a wrong orientation differs by 47-93 levels
   and a CMYK or 16-bit conversion error by tens of levels.
 """
 
@@ -23,7 +23,7 @@ from PIL import Image
 
 from conftest import TINY
 from indexer.decode import DecodedImage, decode_bytes, decode_image
-from malformed_corpus import _TO_STORED, upright, variants
+from malformed_corpus import _TO_STORED, cmyk_for_profile, upright, variants
 from retrieval.encode import encode_images
 from retrieval.models import Encoder, load_encoder
 
@@ -31,7 +31,7 @@ LOSSY = {"jpg", "heic", "avif"}
 GREY = {"gray16.png", "gray16.tif"}  # 16-bit greyscale: compared with the greyscale picture
 NAMES = [
     *(f"orient{o}.{e}" for o in range(1, 9) for e in ("png", "jpg")),
-    "cmyk.jpg", "cmyk.tif", "srgb-icc.jpg", "gray16.png", "gray16.tif", "rgb16.png", "palette-alpha.png",
+    "cmyk.jpg", "cmyk.tif", "cmyk-icc.jpg", "cmyk-icc.tif", "srgb-icc.jpg", "gray16.png", "gray16.tif", "rgb16.png", "palette-alpha.png",
     "rgba-opaque.png", "animated.gif", "animated.webp", "photo.heic", "rotated.heic", "photo.avif",
 ]
 
@@ -72,7 +72,7 @@ def test_variant_matches_the_upright_srgb_reference(encoder: Encoder, files: dic
     assert isinstance(res, DecodedImage), res
     assert (res.info.width, res.info.height) == picture.size  # as displayed, after orientation
 
-    tolerance = 6.0 if name.rsplit(".", 1)[1] in LOSSY else 0.5
+    tolerance = 6.0 if name.rsplit(".", 1)[1] in LOSSY else 1.0 if name.startswith("cmyk-icc") else 0.5
     assert mean_diff(res.pixels, reference) <= tolerance
     wrong = min(mean_diff(model_input(encoder, picture.transpose(t)), reference) for t in _TO_STORED.values())
     assert wrong > 5 * tolerance  # so the tolerance would catch an orientation mistake
@@ -88,3 +88,15 @@ def test_animation_gives_its_first_frame(encoder: Encoder, files: dict[str, Path
         assert mean_diff(res.pixels, model_input(encoder, upright())) == 0.0
         red = model_input(encoder, Image.new("RGB", upright().size, (255, 0, 0)))
         assert mean_diff(res.pixels, red) > 50
+
+
+def test_an_embedded_cmyk_profile_is_applied(encoder: Encoder, files: dict[str, Path]) -> None:
+    """The test profile renders inks crosswise: ignoring it would rotate the colours."""
+    reference = model_input(encoder, upright())
+    with_profile = decode_image(str(files["cmyk-icc.tif"]), encoder.input_spec)
+    plain = io.BytesIO()
+    cmyk_for_profile(upright()).save(plain, "TIFF")  # the same pixels without the profile
+    without = decode_bytes(plain.getvalue(), encoder.input_spec)
+    assert isinstance(with_profile, DecodedImage) and isinstance(without, DecodedImage)
+    assert mean_diff(with_profile.pixels, reference) <= 1.0
+    assert mean_diff(without.pixels, reference) > 50
