@@ -73,6 +73,7 @@ def test_search_keeps_working_while_another_process_indexes(cli: ForkedCli, tmp_
         model = lib.active_model()
         assert model is not None
         stored = set(lib.catalog.vectors(model.id, "image")[0].tolist())
+    print(f"{searches} searches while indexing, {len(seen_during_run)} distinct results, {dangling} dangling")
     assert searches > 0 and dangling == 0
     assert final == stored and len(stored) == 8 + 60
     assert_consistent(home)
