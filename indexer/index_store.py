@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.catalog import Catalog, ModelRow
-from retrieval.errors import DiskFull
 from indexer.vector_index import IndexTag, VectorIndex, remove_stale_temps
+from retrieval.errors import DiskFull
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,6 @@ class IndexStore:
             index = VectorIndex.load(self.path_for(model, kind))
             if index is None or index.tag != self._tag_like(index.tag, model, kind):
                 index = self._rebuild(model, kind)
-                self._loaded[key] = index
                 self._dirty.add(key)
             self._loaded[key] = index
         if self._catch_up(model, index):
