@@ -69,11 +69,13 @@ def test_the_advisory_lock_of_a_killed_writer_is_released(pg_url: str, photos: P
         holder = subprocess.Popen(
             [sys.executable, "-c", HOLD_LOCK, pg_url], env=child_env(), cwd=REPO, stdout=subprocess.PIPE, text=True
         )
-        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
-        with pytest.raises(LibraryBusy, match="pid 1 on doomed"):
-            lib.index()
-        os.kill(holder.pid, signal.SIGKILL)
-        holder.wait()
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            with pytest.raises(LibraryBusy, match="pid 1 on doomed"):
+                lib.index()
+        finally:
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()
         make_photo(photos / "after.jpg", seed=31)
         for _ in range(100):  # the server notices the dropped connection within moments
             try:
