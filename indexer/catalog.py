@@ -8,19 +8,20 @@ the change log that FAISS indexes replay to catch up.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from fnmatch import translate
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 import numpy as np
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy import Connection, and_, delete, func, insert, inspect, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
-from indexer import schema
+from indexer import db_guard, failpoints, schema
 from indexer.decode import ImageInfo, path_str
 from indexer.schema import changes, embeddings, items, meta, models, roots
 from retrieval.errors import CatalogError
@@ -102,16 +103,52 @@ class WriteBatch:
 class Catalog:
     """A catalog database reached through a SQLAlchemy URL (SQLite by default)."""
 
-    def __init__(self, url: str, vector_dtype: str = "float16") -> None:
+    def __init__(self, url: str, vector_dtype: str = "float16", expected_id: str | None = None) -> None:
+        """Open (creating or migrating) the catalog at `url`.
+
+        With `expected_id` (the id the library recorded when it created its catalog), a
+        catalog that turns out empty or different raises CatalogError instead of being
+        started afresh: a truncated or replaced file must never look like a new library.
+        """
         self.url = url
         try:
             self.engine = schema.make_engine(url)
+            if expected_id is not None:
+                self._check_identity(expected_id)
             schema.upgrade(self.engine)
             self.catalog_id = self._ensure_setting("catalog_id", uuid.uuid4().hex)
             # Fixed when the catalog is created: every stored vector has this dtype.
             self.vector_dtype = np.dtype(self._ensure_setting("vector_dtype", vector_dtype))
-        except (DatabaseError, OperationalError) as e:
-            raise CatalogError(f"cannot open the catalog at {url}: {str(e.orig).strip()}") from None
+        except DBAPIError as e:
+            typed = db_guard.translate(e, url)
+            raise typed or CatalogError(f"cannot open the catalog at {url}: {db_guard.reason(e)}") from None
+
+    def _check_identity(self, expected_id: str) -> None:
+        found = None
+        file = self.engine.url.database if self.dialect == "sqlite" else None
+        if file is None or (os.path.exists(file) and os.path.getsize(file) > 0):  # never touch an empty file
+            with self.engine.connect() as conn:
+                if "meta" in inspect(conn).get_table_names():
+                    found = conn.execute(select(meta.c.value).where(meta.c.key == "catalog_id")).scalar()
+        if found != expected_id:
+            what = "is empty" if found is None else f"is another catalog ({found})"
+            raise CatalogError(
+                f"the catalog at {self.url} {what}, but this library was indexed into catalog {expected_id}: "
+                "it was truncated, replaced or lost. clipdex does not start it over silently: restore it from a "
+                "backup, or remove catalog_id from the library's config.json to begin a new, empty catalog"
+            )
+
+    def check_integrity(self, full: bool = False) -> list[str]:
+        """Problems SQLite's quick_check (or full integrity_check) finds; [] when sound (always on PostgreSQL)."""
+        try:
+            return db_guard.integrity_problems(self.engine, full)
+        except DBAPIError as e:
+            _reraise(e, self.url)
+
+    def writer_lock(self, holder_pid: int, host: str) -> AbstractContextManager[None]:
+        """On PostgreSQL, a session advisory lock on this catalog (writers on other machines
+        cannot see the local lock file); a no-op on SQLite. Entering raises LibraryBusy."""
+        return db_guard.advisory_lock(self.engine, f"clipdex:{self.catalog_id}", holder_pid, host)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -122,15 +159,21 @@ class Catalog:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(immediate=True)
-            with conn.begin():
-                yield conn
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(immediate=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as e:
+            _reraise(e, self.url)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except DBAPIError as e:
+            _reraise(e, self.url)
 
     def _ensure_setting(self, key: str, default: str) -> str:
         with self._write() as conn:
@@ -265,8 +308,13 @@ class Catalog:
             if batch.touches:
                 for item_id, size, mtime_ns in batch.touches:
                     conn.execute(update(items).where(items.c.id == item_id).values(size=size, mtime_ns=mtime_ns))
-            ids = [self._write_record(conn, rec) for rec in batch.records]
+            half = len(batch.records) // 2
+            ids = [self._write_record(conn, rec) for rec in batch.records[:half]]
+            failpoints.hit(failpoints.CATALOG_MID_BATCH)
+            ids += [self._write_record(conn, rec) for rec in batch.records[half:]]
             self._put_vectors(conn, batch.vectors)
+            failpoints.hit(failpoints.CATALOG_BEFORE_COMMIT)
+        failpoints.hit(failpoints.CATALOG_AFTER_COMMIT)
         return ids
 
     def _write_record(self, conn: Connection, rec: FileRecord) -> int:
@@ -520,6 +568,14 @@ class Catalog:
         q = select(items.c.display_path, items.c.reason).where(items.c.status == SKIPPED).order_by(items.c.display_path)
         with self._read() as conn:
             return [(p, r or "") for p, r in conn.execute(q)]
+
+
+def _reraise(e: DBAPIError, url: str) -> NoReturn:
+    """Raise the typed error for a damaged or full database, else `e` itself."""
+    typed = db_guard.translate(e, url)
+    if typed is None:
+        raise e
+    raise typed from None
 
 
 def text_key(text: str) -> str:

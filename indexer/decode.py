@@ -15,11 +15,14 @@ from datetime import datetime
 from typing import Sequence
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF from phones; AVIF is Pillow's own where built in
 
 # Formats a photo library holds. Everything else Pillow could parse (PSD, EPS, ICO…)
 # is refused, which also keeps rarely-audited decoders away from untrusted files.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "MPO", "HEIF", "AVIF")
 DEFAULT_MAX_PIXELS = 100_000_000
 TRANSPARENT_BACKGROUND = (255, 255, 255)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from indexer.catalog import Catalog, ModelRow
-from indexer.vector_index import IndexTag, VectorIndex
+from indexer.vector_index import IndexTag, VectorIndex, remove_stale_temps
+from retrieval.errors import DiskFull
 
 
 @dataclass(frozen=True)
@@ -33,26 +34,42 @@ class IndexStore:
         self.folder = folder
         self.catalog = catalog
         self._loaded: dict[tuple[str, str], VectorIndex] = {}
+        self._dirty: set[tuple[str, str]] = set()  # loaded indexes newer than their file
+        remove_stale_temps(folder)  # left by a run killed between writing and renaming
 
     def path_for(self, model: ModelRow, kind: str) -> Path:
         digest = hashlib.sha256(model.fingerprint.encode()).hexdigest()[:16]
         return self.folder / f"{digest}-{kind}.faiss"
 
     def get(self, model: ModelRow, kind: str) -> VectorIndex:
-        """The index for (model, kind), reflecting every committed catalog change."""
+        """The index for (model, kind), reflecting every committed catalog change.
+
+        Saving the caught-up file is best effort here: a search on a full or
+        read-only disk still answers from memory.
+        """
+        try:
+            return self.sync(model, kind)
+        except (DiskFull, OSError):
+            return self._loaded[(model.fingerprint, kind)]
+
+    def sync(self, model: ModelRow, kind: str) -> VectorIndex:
+        """Like `get`, but the file on disk must be brought up to date too; raises DiskFull or OSError."""
         key = (model.fingerprint, kind)
         index = self._loaded.get(key)
         if index is None:
             index = VectorIndex.load(self.path_for(model, kind))
             if index is None or index.tag != self._tag_like(index.tag, model, kind):
                 index = self._rebuild(model, kind)
-                self.save(model, index)
+                self._dirty.add(key)
             self._loaded[key] = index
         if self._catch_up(model, index):
             if index.needs_rebuild():
                 index = self._rebuild(model, kind)
                 self._loaded[key] = index
+            self._dirty.add(key)
+        if key in self._dirty:
             self.save(model, index)
+            self._dirty.discard(key)
         return index
 
     def save(self, model: ModelRow, index: VectorIndex) -> None:

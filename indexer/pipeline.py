@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-from indexer.catalog import IMAGE, INDEXED, TEXT, Catalog, FileRecord, FileRow, ModelRow, WriteBatch
+from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRecord, FileRow, ModelRow, WriteBatch
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, DecodeResult, InputSpec
 from indexer.workers import DecodePool, PoolConfig
 from indexer.scan import FileStat, content_hash, scan_roots
@@ -191,7 +191,11 @@ def _plan(catalog: Catalog, files: dict[bytes, FileStat], known: list[FileRow], 
     new: list[FileStat] = []
     for path, st in files.items():
         row = by_path.get(path)
-        if row is None:
+        if st.reason is not None:  # a FIFO, a socket, a symlink loop: recorded as skipped, never opened
+            if row is None or (row.status, row.size, row.mtime_ns) != (SKIPPED, st.size, st.mtime_ns):
+                plan.copies.append(FileRecord(path, st.size, st.mtime_ns, "", reason=st.reason, item_id=row.id if row else None))
+                report.skipped += 1
+        elif row is None:
             new.append(st)
         elif (row.size, row.mtime_ns) != (st.size, st.mtime_ns):
             digest = content_hash(path, st.size) or ""

@@ -25,6 +25,7 @@ class FileStat:
     path: bytes
     size: int
     mtime_ns: int
+    reason: str | None = None  # set when the entry has an image name but cannot be one: skipped, never opened
 
 
 @dataclass
@@ -69,14 +70,40 @@ def _walk(top: bytes, exclude: Sequence[str], visited: set[tuple[int, int]], res
                 continue
             try:
                 est = entry.stat(follow_symlinks=True)
-            except OSError as e:
-                result.problems.append((path_str(entry.path), f"cannot stat: {e.strerror or e}"))
+            except OSError as e:  # a symlink loop, a dangling link, a vanished file
+                why = f"cannot stat: {e.strerror or e}"
+                if is_image_name(name):
+                    _skip(entry.path, why, result)
+                else:
+                    result.problems.append((path_str(entry.path), why))
                 continue
             if stat.S_ISDIR(est.st_mode):
                 stack.append(entry.path)
-            elif stat.S_ISREG(est.st_mode) and is_image_name(name):
-                result.files[entry.path] = FileStat(entry.path, est.st_size, est.st_mtime_ns)
-            # FIFOs, sockets and devices are never opened.
+            elif is_image_name(name):
+                if stat.S_ISREG(est.st_mode):
+                    result.files[entry.path] = FileStat(entry.path, est.st_size, est.st_mtime_ns)
+                else:  # FIFOs, sockets and devices are never opened: reading one could block forever
+                    _skip(entry.path, f"not a regular file ({_kind(est.st_mode)})", result)
+
+
+def _skip(path: bytes, reason: str, result: Scan) -> None:
+    """Account for an image-named entry that cannot be read as a file (recorded as skipped)."""
+    try:
+        st = os.lstat(path)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime_ns = 0, 0
+    result.files[path] = FileStat(path, size, mtime_ns, reason)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
 
 
 def _stat(path: bytes, result: Scan) -> os.stat_result | None:
@@ -107,7 +134,10 @@ def content_hash(path: bytes, size: int) -> str | None:
     h = hashlib.blake2b(digest_size=16)
     h.update(str(size).encode())
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a file replaced by a FIFO since the walk must not hang the run.
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             h.update(f.read(HASH_BLOCK))
             if size > 2 * HASH_BLOCK:
                 f.seek(-HASH_BLOCK, os.SEEK_END)

@@ -150,6 +150,12 @@ def upgrade(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.connect() as conn:
+        # Two processes opening a new library at once: the migration takes the write
+        # lock up front (IMMEDIATE; an advisory lock on PostgreSQL), so the second one
+        # waits and then finds the schema at head, instead of failing "database is locked".
+        conn = conn.execution_options(immediate=True)
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('clipdex:migrate'))"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
         conn.commit()

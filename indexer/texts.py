@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,15 @@ def read_texts(path: Path) -> TextFile:
     if suffix not in (".txt", ".csv", ".tsv", ".jsonl"):
         raise InputFileError(f"{path}: texts come from .txt, .csv, .tsv or .jsonl files")
     try:
-        content = path.read_text(encoding="utf-8-sig")
+        with open(path, encoding="utf-8-sig", newline="") as f:  # newline="": a CR inside a quoted field stays
+            content = f.read()
     except FileNotFoundError:
         raise InputFileError(f"{path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputFileError(f"cannot read {path}: {e}") from None
     out = TextFile()
     if suffix == ".txt":
-        out.texts = [line.strip() for line in content.splitlines() if line.strip()]
+        out.texts = [line.strip() for line in _lines(content) if line.strip()]
     elif suffix == ".jsonl":
         _read_jsonl(content, out)
     else:
@@ -40,8 +42,14 @@ def read_texts(path: Path) -> TextFile:
     return out
 
 
+def _lines(content: str) -> list[str]:
+    """Lines as files end them (\n, \r\n, \r). str.splitlines also splits at form feeds,
+    U+2028 and other characters that JSON strings and captions may hold."""
+    return content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def _read_jsonl(content: str, out: TextFile) -> None:
-    for n, line in enumerate(content.splitlines(), start=1):
+    for n, line in enumerate(_lines(content), start=1):
         if not line.strip():
             continue
         try:
@@ -57,7 +65,8 @@ def _read_jsonl(content: str, out: TextFile) -> None:
 
 
 def _read_table(path: Path, content: str, delimiter: str, out: TextFile) -> None:
-    reader = csv.DictReader(content.splitlines(), delimiter=delimiter)
+    # A file object, not a list of lines: a quoted field may span lines and keeps its newlines.
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
     if reader.fieldnames is None or "text" not in reader.fieldnames:
         found = ", ".join(reader.fieldnames or []) or "none"
         raise InputFileError(f"{path} has no 'text' column (columns: {found})")

@@ -9,9 +9,11 @@ checksum catches a truncated or damaged file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,8 +22,13 @@ from typing import Any
 import faiss
 import numpy as np
 
+from indexer import failpoints
+from retrieval.errors import DiskFull
+
 MAGIC = b"CLIPDEX-FAISS\x00\x01\n"
 _LEN = struct.Struct("<Q")
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # .NAME.PID.tmp, as `save` names its temp files
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 # Exact search stays while it is fast: up to this many vector components (N x D)
@@ -204,10 +211,17 @@ class VectorIndex:
                 f.write(digest)
                 f.flush()
                 os.fsync(f.fileno())
+            failpoints.hit(failpoints.INDEX_AFTER_TEMP_WRITE)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno in _FULL:
+                raise DiskFull(
+                    f"cannot save the search index {path}: no space left on the device; free some space and "
+                    "run the command again (the catalog and the previous index file are intact)"
+                ) from None
             raise
+        failpoints.hit(failpoints.INDEX_AFTER_REPLACE)
         fsync_dir(path.parent)
 
     @classmethod
@@ -236,6 +250,35 @@ class VectorIndex:
         if index.d != tag.dim:
             return None
         return cls(tag, index)
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete temp files that `save` left behind in a process that was killed; return them.
+
+    A temp file whose writer is still running is kept: it may be about to be renamed.
+    """
+    removed: list[Path] = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        m = _TEMP_NAME.match(name)
+        if m is None or _is_running(int(m.group(1))):
+            continue
+        (folder / name).unlink(missing_ok=True)
+        removed.append(folder / name)
+    return removed
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
 
 
 def fsync_dir(path: Path) -> None:

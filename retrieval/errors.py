@@ -43,10 +43,13 @@ class NoVectors(ClipdexError):
 class LibraryBusy(ClipdexError):
     """Another process holds the library's write lock."""
 
-    def __init__(self, pid: int | None) -> None:
+    def __init__(self, pid: int | None, host: str | None = None) -> None:
         who = f"pid {pid}" if pid else "another process"
+        if host:
+            who += f" on {host}"
         super().__init__(f"library is busy ({who}); wait for it to finish and try again")
         self.pid = pid
+        self.host = host
 
 
 class PathNotFound(ClipdexError):
@@ -55,6 +58,10 @@ class PathNotFound(ClipdexError):
 
 class CatalogError(ClipdexError):
     """The catalog database cannot be opened or is damaged."""
+
+
+class DiskFull(ClipdexError):
+    """A write failed because the disk (or the database server's disk) is full; nothing was half-written."""
 
 
 class InputFileError(ClipdexError):

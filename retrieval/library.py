@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import platformdirs
@@ -26,7 +28,7 @@ from indexer.lock import WriteLock
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
 from retrieval.encode import encode_texts
-from retrieval.errors import InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
+from retrieval.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
 from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import Result, SortOrder, TextCache, query_vector, rank
@@ -106,13 +108,17 @@ class Library:
         """
         root = Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
         root.mkdir(parents=True, exist_ok=True)
-        config_path = root / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        config = _read_config(root / "config.json")
         if db is not None and config.get("db") != db:
             config["db"] = db
-            config_path.write_text(json.dumps(config, indent=2) + "\n")
-        url = config.get("db") or f"sqlite:///{root / 'catalog.db'}"
-        return cls(root, Catalog(url), device, precision)
+            config.pop("catalog_id", None)  # another database: a catalog of its own
+        url = str(config.get("db") or f"sqlite:///{root / 'catalog.db'}")
+        expected = config.get("catalog_id")
+        catalog = Catalog(url, expected_id=expected if isinstance(expected, str) else None)
+        if config.get("catalog_id") != catalog.catalog_id:
+            config["catalog_id"] = catalog.catalog_id
+            _write_config(root / "config.json", config)
+        return cls(root, catalog, device, precision)
 
     def close(self) -> None:
         self.catalog.close()
@@ -191,6 +197,19 @@ class Library:
 
     # -- writing ---------------------------------------------------------------------------
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The write locks (the local lock file, plus an advisory lock on PostgreSQL), and a
+        catalog found sound before anything is written. Raises LibraryBusy or CatalogError."""
+        with WriteLock(self.home / "lock"), self.catalog.writer_lock(os.getpid(), socket.gethostname()):
+            problems = self.catalog.check_integrity()
+            if problems:
+                raise CatalogError(
+                    f"the catalog {self.catalog.url} is damaged ({problems[0]}); clipdex does not write to it: "
+                    "restore it from a backup, or move it away and index again to start over"
+                )
+            yield
+
     def index(
         self,
         paths: Sequence[str | os.PathLike[str]] | None = None,
@@ -204,7 +223,7 @@ class Library:
 
         Raises PathNotFound, LibraryBusy, or a model error before touching anything.
         """
-        with WriteLock(self.home / "lock"):
+        with self._writing():
             given = [_real(p) for p in paths or []]
             for p, raw in zip(given, paths or []):
                 if not os.path.exists(p):
@@ -218,13 +237,13 @@ class Library:
             report = run_index(self.catalog, models, present, options, progress)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
             for row, _ in models:
-                self.indexes.get(row, IMAGE)
-                self.indexes.get(row, TEXT)
+                self.indexes.sync(row, IMAGE)
+                self.indexes.sync(row, TEXT)
             return report
 
     def forget(self, path: str | os.PathLike[str]) -> int:
         """Remove a root and its items; return the number of items removed."""
-        with WriteLock(self.home / "lock"):
+        with self._writing():
             target = _real(path)
             roots = self.catalog.list_roots()
             if target not in roots:
@@ -235,7 +254,7 @@ class Library:
                 target = raw
             removed = self.catalog.remove_root(target)
             for row in self.catalog.list_models():
-                self.indexes.get(row, IMAGE)
+                self.indexes.sync(row, IMAGE)
             return removed
 
     def add_texts(
@@ -248,7 +267,7 @@ class Library:
             texts, report.problems = parsed.texts, parsed.problems
         else:
             texts = list(source)
-        with WriteLock(self.home / "lock"):
+        with self._writing():
             models = self._models_for_write(model)
             ids, report.duplicates = self.catalog.add_texts(texts)
             report.added = len(ids)
@@ -259,7 +278,7 @@ class Library:
                     vecs = encode_texts(enc, [str(t) for _, t in chunk])
                     self.catalog.write(WriteBatch(vectors=[(i, row.id, v) for (i, _), v in zip(chunk, vecs)]))
                     report.encoded += len(chunk)
-                self.indexes.get(row, TEXT)
+                self.indexes.sync(row, TEXT)
         return report
 
     def import_embeddings(
@@ -382,6 +401,26 @@ class Library:
             size_bytes=size,
             errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
         )
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    try:
+        config = json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CatalogError(f"{path} is damaged ({e}); fix or delete it (its db setting names the catalog)") from None
+    if not isinstance(config, dict):
+        raise CatalogError(f"{path} is damaged (not a JSON object); fix or delete it")
+    return config
+
+
+def _write_config(path: Path, config: dict[str, object]) -> None:
+    """Replace config.json atomically: a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(config, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _real(path: str | os.PathLike[str]) -> bytes:

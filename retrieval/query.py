@@ -6,6 +6,7 @@ the kind and end parsing, so `text:12:30 train` is the text "12:30 train".
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def parse_term(raw: str, *, allow_files: bool = True, force: TermKind | None = N
         m = _WEIGHT.match(body)
         if m:
             weight = float(m.group(1))
-            if weight <= 0:
+            if not 0 < weight < math.inf:  # "0:" and 400 nines (inf) alike
                 raise QueryError(f"weight in {raw!r} must be a positive number")
             body = m.group(2)
     kind = _forced_kind(body)
@@ -79,10 +80,16 @@ def _checked(term: Term, allow_files: bool) -> Term:
         if not allow_files:
             raise QueryError("image paths are not accepted here; upload the image or use item:ID")
         if not os.path.isfile(term.value):
-            raise QueryError(f"image {term.value} does not exist")
-    if term.kind == "item" and not term.value.strip().isdigit():
-        raise QueryError(f"item:{term.value} is not an item id (item:ID with a whole number)")
+            raise QueryError(f"image {_shown(term.value)} does not exist")
+    # isdecimal, not isdigit: "²" is a digit that int() refuses. Ids are SQL integers.
+    if term.kind == "item" and not (term.value.strip().isdecimal() and int(term.value) < 2**63):
+        raise QueryError(f"item:{_shown(term.value)} is not an item id (item:ID with a whole number)")
     return term
+
+
+def _shown(value: str) -> str:
+    """A user's value as it can appear in a one-line message."""
+    return value if value.isprintable() else repr(value)
 
 
 def parse_terms(

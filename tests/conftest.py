@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import create_engine, make_url, text
 
 from retrieval.library import Library
 from retrieval.models import ModelSpec
@@ -63,9 +65,56 @@ def photos(tmp_path: Path) -> Path:
     return root
 
 
+PG_ENV = "CLIPDEX_TEST_PG_URL"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The PostgreSQL server of $CLIPDEX_TEST_PG_URL; skipped without one, failed with CI=true."""
+    url = os.environ.get(PG_ENV, "")
+    why = ""
+    if not url:
+        why = f"set {PG_ENV}=postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (ci-postgres.sh starts a local one)"
+    else:
+        try:
+            engine = create_engine(url)
+            with engine.connect():
+                pass
+            engine.dispose()
+        except Exception as e:  # any driver or network failure means "no server here"
+            first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+            why = f"cannot reach the server of {PG_ENV} ({make_url(url).render_as_string(hide_password=True)}): {first}"
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL tests must run in CI: {why}")
+        pytest.skip(f"no PostgreSQL server: {why}")
+    return url
+
+
 @pytest.fixture
-def library(tmp_path: Path) -> Iterator[Library]:
-    lib = Library.open(tmp_path / "lib")
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards."""
+    name = f"clipdex_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """The catalog URL to test with: None for the default SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def library(tmp_path: Path, backend: str | None) -> Iterator[Library]:
+    lib = Library.open(tmp_path / "lib", db=backend)
     yield lib
     lib.close()
 

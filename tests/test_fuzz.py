@@ -1,0 +1,170 @@
+"""Property-based fuzzing of what users type and the files they hand in.
+
+- the query parser raises nothing but QueryError, and a term written out as
+  `W:KIND:VALUE` parses back to itself;
+- the text-file reader raises nothing but InputFileError, and the texts written
+  in any supported format read back exactly.
+
+The pair-file readers (image-caption pairs for fine-tuning) are not on this branch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from indexer.texts import read_texts
+from retrieval.errors import InputFileError, QueryError
+from retrieval.query import Term, glob_for, parse_date, parse_term, parse_terms
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+KINDS = st.sampled_from(["text", "image", "item"])
+ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=60) | st.text(max_size=60)
+TERMISH = st.builds(
+    lambda w, k, v: f"{w}{k}{v}",
+    st.sampled_from(["", "0:", "1:", "2.5:", ".5:", "1e3:", "-1:", "inf:", "9" * 400 + ":", "00:", "1.:"]),
+    st.sampled_from(["", "text:", "image:", "item:", "item: ", "ITEM:", "text"]),
+    ANY_TEXT,
+)
+
+
+@FUZZ
+@given(raw=ANY_TEXT | TERMISH, allow_files=st.booleans())
+@example(raw="item:²", allow_files=False)
+@example(raw="item:99999999999999999999999", allow_files=False)
+@example(raw="9" * 400 + ":sunset", allow_files=False)
+def test_parse_term_raises_only_query_error(raw: str, allow_files: bool) -> None:
+    try:
+        term = parse_term(raw, allow_files=allow_files)
+    except QueryError as e:
+        assert str(e) and "\n" not in str(e).strip()
+        return
+    assert term.kind in ("text", "image", "item")
+    assert math.isfinite(term.weight) and term.weight > 0
+    if term.kind == "item":
+        assert 0 <= int(term.value) < 2**63  # what the catalog can look up
+    if term.kind == "text":
+        assert term.value.strip()
+    if term.kind == "image":
+        assert allow_files and os.path.isfile(term.value)
+
+
+@FUZZ
+@given(query=st.none() | ANY_TEXT, add=st.lists(TERMISH, max_size=3), sub=st.lists(TERMISH, max_size=3))
+def test_parse_terms_signs_and_raises_only_query_error(query: str | None, add: list[str], sub: list[str]) -> None:
+    try:
+        terms = parse_terms(query, tuple(add), tuple(sub), allow_files=False)
+    except QueryError:
+        return
+    signs = [t.weight > 0 for t in terms]
+    assert signs == [True] * (len(terms) - len(sub)) + [False] * len(sub)
+
+
+@FUZZ
+@given(
+    kind=st.sampled_from(["text", "item"]),
+    value=ANY_TEXT,
+    weight=st.floats(min_value=0.001, max_value=1e6, allow_nan=False),
+)
+def test_a_written_term_parses_back_to_itself(kind: str, value: str, weight: float) -> None:
+    if kind == "item":
+        value = str(abs(hash(value)) % 10**12)
+    assume(kind != "text" or value.strip())
+    w = f"{weight:.6f}"
+    assert parse_term(f"{w}:{kind}:{value}", allow_files=False) == Term(kind, value, float(w))  # type: ignore[arg-type]
+    assert parse_term(f"{kind}:{value}", allow_files=False) == Term(kind, value, 1.0)  # type: ignore[arg-type]
+
+
+@FUZZ
+@given(text=ANY_TEXT)
+def test_plain_text_without_a_prefix_is_itself(text: str) -> None:
+    assume(text.strip() and not text.startswith(("text:", "image:", "item:")))
+    term = parse_term(f"text:{text}", allow_files=False)
+    assert term == Term("text", text, 1.0)
+
+
+@FUZZ
+@given(text=ANY_TEXT)
+def test_dates_and_globs_raise_only_query_error(text: str) -> None:
+    try:
+        value = parse_date(text, "--after")
+    except QueryError as e:
+        assert "--after" in str(e)
+    else:
+        assert math.isfinite(value)
+    assert isinstance(glob_for(text), str)
+
+
+TEXTS = st.lists(ANY_TEXT.map(str.strip).filter(bool), max_size=8)
+
+
+def write(tmp: Path, name: str, data: bytes) -> Path:
+    path = tmp / name
+    path.write_bytes(data)
+    return path
+
+
+@FUZZ
+@given(data=st.binary(max_size=300), suffix=st.sampled_from([".txt", ".csv", ".tsv", ".jsonl", ".json", ".TXT"]))
+def test_read_texts_raises_only_input_file_error(tmp_path: Path, data: bytes, suffix: str) -> None:
+    try:
+        out = read_texts(write(tmp_path, "in" + suffix, data))
+    except InputFileError as e:
+        assert str(e) and "\n" not in str(e).strip()
+        return
+    assert all(isinstance(t, str) and t == t.strip() and t for t in out.texts)
+    assert all(isinstance(n, int) and n >= 1 for n, _ in out.problems)
+
+
+def _one_line_texts(texts: list[str]) -> list[str]:
+    """Texts as a one-per-line file can hold them: split at newlines, blank lines dropped."""
+    return [part.strip() for t in texts for part in t.replace("\r", "\n").split("\n") if part.strip()]
+
+
+@FUZZ
+@given(texts=TEXTS)
+def test_txt_round_trip(tmp_path: Path, texts: list[str]) -> None:
+    path = write(tmp_path, "t.txt", "\n".join(texts).encode("utf-8", "surrogatepass"))
+    assume(all(not any(0xD800 <= ord(c) <= 0xDFFF for c in t) for t in texts))  # not valid UTF-8 files
+    assert read_texts(path).texts == _one_line_texts(texts)
+
+
+@FUZZ
+@given(texts=TEXTS)
+@example(texts=["a\u2028b", "c\x85d", "e\x1cf"])
+def test_jsonl_round_trip(tmp_path: Path, texts: list[str]) -> None:
+    assume(all(not any(0xD800 <= ord(c) <= 0xDFFF for c in t) for t in texts))
+    lines = [json.dumps({"text": t, "n": i}, ensure_ascii=False) for i, t in enumerate(texts)]
+    out = read_texts(write(tmp_path, "t.jsonl", "\n".join(lines).encode()))
+    assert out.texts == texts and out.problems == []
+
+
+@FUZZ
+@given(texts=TEXTS, delimiter=st.sampled_from([",", "\t"]))
+@example(texts=["two\nlines", 'quote " inside', "comma, and\ttab", "a\u2028b"], delimiter=",")
+def test_csv_and_tsv_round_trip(tmp_path: Path, texts: list[str], delimiter: str) -> None:
+    assume(all(not any(0xD800 <= ord(c) <= 0xDFFF for c in t) for t in texts))
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, delimiter=delimiter)
+    w.writerow(["id", "text"])
+    w.writerows([[i, t] for i, t in enumerate(texts)])
+    name = "t.tsv" if delimiter == "\t" else "t.csv"
+    out = read_texts(write(tmp_path, name, buf.getvalue().encode()))
+    assert out.texts == texts and out.problems == []
+
+
+def test_unsupported_and_missing_files_are_input_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="texts come from"):
+        read_texts(write(tmp_path, "t.json", b"[]"))
+    with pytest.raises(InputFileError, match="does not exist"):
+        read_texts(tmp_path / "nope.txt")
+    with pytest.raises(InputFileError, match="no 'text' column"):
+        read_texts(write(tmp_path, "t.csv", b"caption\nx\n"))
