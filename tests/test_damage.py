@@ -168,11 +168,13 @@ def test_temp_file_of_a_killed_save_is_removed_on_open(library: Library, photos:
 
 
 @pytest.fixture
-def indexed_home(library: Library, photos: Path) -> Path:
-    library.index([photos], model=TINY)
-    library.close()  # the last connection checkpoints the WAL into catalog.db
-    assert not (library.home / "catalog.db-wal").exists()
-    return library.home
+def indexed_home(tmp_path: Path, photos: Path) -> Path:
+    """A library with a SQLite catalog file (the file is what these tests damage)."""
+    home = tmp_path / "lib"
+    with Library.open(home) as lib:
+        lib.index([photos], model=TINY)
+    assert not (home / "catalog.db-wal").exists()  # the last connection checkpointed the WAL
+    return home
 
 
 def damaged(home: Path, change: bytes) -> bytes:
