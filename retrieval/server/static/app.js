@@ -174,7 +174,7 @@ async function loadPage(seq) {
   } catch (e) {
     if (seq !== state.seq) return;
     state.done = true;
-    if (state.results.length === 0) { clearResults(); showError(e.message); }
+    if (state.results.length === 0) { clearResults(); showError(e.message, e.status); }
   } finally {
     if (seq === state.seq) {
       state.loading = false;
@@ -295,8 +295,31 @@ function setState(kind, build) {
   if (build) build(box);
 }
 
+const ICONS = {
+  search: ["M11 4a7 7 0 1 0 0 14a7 7 0 1 0 0-14z", "M20 20l-3.5-3.5"],
+  empty: ["M4 6.5A1.5 1.5 0 0 1 5.5 5h13A1.5 1.5 0 0 1 20 6.5v11a1.5 1.5 0 0 1-1.5 1.5h-13A1.5 1.5 0 0 1 4 17.5z",
+    "M4 15l4.5-4.5 3.5 3.5 2.5-2.5L20 17", "M3 3l18 18"],
+  error: ["M12 4L2.8 19.5h18.4z", "M12 10v4", "M12 17v.01"],
+  offline: ["M2 8.8a15 15 0 0 1 20 0", "M5.5 12.3a10 10 0 0 1 13 0", "M9 15.8a5 5 0 0 1 6 0", "M12 19.5v.01", "M3 3l18 18"],
+};
+
+function icon(name) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  for (const d of ICONS[name]) {
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", d);
+    svg.append(path);
+  }
+  return svg;
+}
+
 function stateArt(box, symbol, title, text) {
-  box.append(el("div", "art", symbol));
+  const art = el("div", "art");
+  art.append(icon(symbol));
+  box.append(art);
   const wrap = el("div");
   wrap.append(el("h2", "", title));
   if (text) wrap.append(el("p", "", text));
@@ -310,7 +333,7 @@ function showWelcome() {
   clearResults();
   updateSummary();
   setState("welcome", (box) => {
-    const wrap = stateArt(box, "⌕", "Find any photo by describing it",
+    const wrap = stateArt(box, "search", "Find any photo by describing it",
       "Type what you remember: a place, an object, a mood. Or drop a photo anywhere on this page to find ones like it.");
     const examples = el("div", "examples");
     for (const text of EXAMPLES) {
@@ -338,7 +361,7 @@ function showLoading() {
 function showEmpty() {
   const filtered = state.mode === "photos" && hasFilters();
   setState("empty", (box) => {
-    const wrap = stateArt(box, "∅", state.mode === "texts" ? "No texts found" : "No photos match",
+    const wrap = stateArt(box, "empty", state.mode === "texts" ? "No texts found" : "No photos match",
       filtered ? "Nothing passes the folder and date filters. Widen them, or clear them to search everything."
         : state.mode === "texts" ? "The library has no texts yet. Add captions or labels with clipdex add-texts FILE."
           : "Try other words, or drop a photo to search by example.");
@@ -351,14 +374,15 @@ function showEmpty() {
   });
 }
 
-function showError(message) {
+function showError(message, status = 400) {
   updateSummary("");
+  const title = status === 0 ? "Cannot reach clipdex" : status >= 500 ? "Something went wrong" : "That search did not work";
   setState("error", (box) => {
-    const wrap = stateArt(box, "!", "Something went wrong", message);
+    const wrap = stateArt(box, status === 0 ? "offline" : "error", title, message);
     const b = el("button", "retry", "Try again");
     b.type = "button";
     b.addEventListener("click", () => runSearch(false));
-    if (state.source) wrap.append(b);
+    if (state.source && (status === 0 || status >= 500)) wrap.append(b);  // a 4xx would fail the same way
   });
 }
 
@@ -410,6 +434,14 @@ function updateFilterControls() {
   const off = state.mode === "texts";
   for (const id of ["folder", "after", "before", "sort"]) $(id).disabled = off;
   $("clear-filters").hidden = !hasFilters();
+  const active = [$("folder").value.trim(), $("after").value, $("before").value, $("sort").value !== "score"].filter(Boolean).length;
+  $("filter-count").textContent = String(active);
+  $("filter-count").hidden = active === 0;
+}
+
+function toggleFilters() {
+  const open = $("toolbar").classList.toggle("open");
+  $("filters-toggle").setAttribute("aria-expanded", String(open));
 }
 
 function clearFilters() {
@@ -516,7 +548,7 @@ async function loadStatus() {
       list.append(opt);
     }
     if (n === 0 && !state.source) {
-      setState("empty", (box) => stateArt(box, "∅", "This library is empty",
+      setState("empty", (box) => stateArt(box, "empty", "This library is empty",
         "Index a folder of photos with clipdex index ~/Pictures; new photos appear here without a restart."));
     }
   } catch (e) {
@@ -540,10 +572,12 @@ function bindEvents() {
   $("mode-photos").addEventListener("click", () => setMode("photos"));
   $("mode-texts").addEventListener("click", () => setMode("texts"));
   $("folder").addEventListener("change", filtersChanged);
+  $("folder").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $("folder").blur(); } });
   $("after").addEventListener("change", filtersChanged);
   $("before").addEventListener("change", filtersChanged);
   $("sort").addEventListener("change", filtersChanged);
   $("clear-filters").addEventListener("click", clearFilters);
+  $("filters-toggle").addEventListener("click", toggleFilters);
 
   $("viewer-close").addEventListener("click", closeViewer);
   $("viewer-prev").addEventListener("click", () => openViewer(state.viewerIndex - 1));
