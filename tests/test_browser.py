@@ -155,9 +155,8 @@ class Tab:
         self.page.wait_for_function(f"() => document.querySelector('.tile[data-id]')?.dataset.id === '{item}'")
 
     def wait_thumbnails(self, n: int) -> None:
-        self.page.wait_for_function(
-            f"() => [...document.querySelectorAll('.tile img')].slice(0, {n}).every(i => i.complete && i.naturalWidth > 0)"
-        )
+        loaded = "i => i.complete && i.naturalWidth > 0"
+        self.page.wait_for_function(f"() => [...document.querySelectorAll('.tile img')].slice(0, {n}).every({loaded})")
 
     def search(self, text: str) -> None:
         self.page.fill("#q", text)
@@ -389,5 +388,6 @@ def test_photos_indexed_by_another_process_appear_without_restart(tab: Tab, serv
     new_ids = {server.id_of(p) for p in sorted((tmp_path / "new").rglob("*.jpg"))}
     assert len(new_ids) == 5 and len(server.ids("/api/v1/search", q="x", top=500)) == PHOTOS + 5
     tab.page.reload()
-    tab.page.wait_for_function(f"() => document.getElementById('library-info').textContent === '{PHOTOS + 5} photos · 6 texts'")
+    info = f"{PHOTOS + 5} photos · 6 texts"
+    tab.page.wait_for_function(f"() => document.getElementById('library-info').textContent === '{info}'")
     assert tab.errors == []

@@ -125,7 +125,8 @@ def test_uploaded_photo_takes_filters_terms_and_paging(served: tuple[Library, Pa
 def test_uploaded_photo_with_texts_gives_image_to_text(served: tuple[Library, Path, TestClient]) -> None:
     lib, root, client = served
     data = (root / "trip" / "beach0.jpg").read_bytes()
-    r = client.post("/api/v1/search/image", files={"file": ("b.jpg", data, "image/jpeg")}, data={"texts": "true", "top": "2"})
+    form = {"texts": "true", "top": "2"}
+    r = client.post("/api/v1/search/image", files={"file": ("b.jpg", data, "image/jpeg")}, data=form)
     assert r.json() == {"results": expected(lib.search(image=data, texts=True, top=2))}
     assert [set(h) for h in r.json()["results"]] == [{"id", "text", "score"}] * 2
 
@@ -141,7 +142,8 @@ def test_similar_is_more_like_this_and_starts_with_the_item(served: tuple[Librar
     assert r.json()["results"][0]["id"] == anchor
 
     r = client.get(f"/api/v1/items/{anchor}/similar", params={"top": 3, "path": "trip/*", "after": "2021-06-03"})
-    want = lib.search(f"item:{anchor}", top=3, filters=SearchFilter(glob_for("trip/*"), parse_date("2021-06-03", "after")))
+    window = SearchFilter(glob_for("trip/*"), parse_date("2021-06-03", "after"))
+    want = lib.search(f"item:{anchor}", top=3, filters=window)
     assert r.json() == {"results": expected(want)}
 
     r = client.get(f"/api/v1/items/{anchor}/similar", params={"texts": "true", "top": 4})
@@ -162,7 +164,7 @@ def test_item_metadata_has_path_date_camera_and_size(served: tuple[Library, Path
     assert taken is not None and taken.startswith("2021-06-02T10:00:00")
 
 
-def test_thumbnail_is_small_upright_cached_on_disk_with_caching_headers(served: tuple[Library, Path, TestClient]) -> None:
+def test_thumbnail_is_small_upright_and_cached_with_caching_headers(served: tuple[Library, Path, TestClient]) -> None:
     lib, root, client = served
     rotated = item_id(lib, root / "trip" / "beach2.jpg")  # stored 160x120 with EXIF orientation 6
     r = client.get(f"/api/v1/items/{rotated}/thumbnail")

@@ -75,7 +75,8 @@ def read_item_file(item_id: int, path: bytes) -> ImageFile:
         # O_NONBLOCK: a FIFO swapped in for a photo must not hang the server on open.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise ItemNotFound(f"item {item_id}'s file cannot be read ({e.strerror}); run `clipdex index` to refresh") from None
+        why = f"item {item_id}'s file cannot be read ({e.strerror}); run `clipdex index` to refresh"
+        raise ItemNotFound(why) from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:

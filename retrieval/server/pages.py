@@ -20,7 +20,10 @@ MEDIA_TYPES = {
     ".svg": "image/svg+xml",
 }
 _NO_CACHE = {"Cache-Control": "no-cache"}
-_LOGIN_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+_LOGIN_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_WRONG_TOKEN = "That token is not right. Check the --token the server was started with."
 
 
 def static_files() -> dict[str, Path]:
@@ -52,7 +55,7 @@ def page_router(settings: ServerSettings) -> APIRouter:
         if not settings.token:
             return RedirectResponse("/", status_code=303)
         if not is_token(token, settings.token):
-            return login_page(status_code=401, message="That token is not right. Check the --token the server was started with.")
+            return login_page(status_code=401, message=_WRONG_TOKEN)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             COOKIE, session_value(settings.token), max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict", path="/"

@@ -13,12 +13,15 @@ class SearchOptions(BaseModel):
     top: int = Field(default=20, ge=1, le=500, description="Number of results.")
     offset: int = Field(default=0, ge=0, le=100_000, description="Results to skip (paging).")
     path: str | None = Field(
-        default=None, description="Only paths matching this glob; `*` spans folders, a relative glob matches at any depth."
+        default=None,
+        description="Only paths matching this glob; `*` spans folders, a relative glob matches at any depth.",
     )
     after: str | None = Field(default=None, description="Taken on or after this ISO 8601 date or date-time.")
     before: str | None = Field(default=None, description="Taken before this ISO 8601 date or date-time.")
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="Only results scoring at least this.")
-    sort: Literal["score", "date"] = Field(default="score", description="Order the results by score or by date (newest first).")
+    sort: Literal["score", "date"] = Field(
+        default="score", description="Order the results by score or by date (newest first)."
+    )
     texts: bool = Field(default=False, description="Search the text collection instead of the images.")
     add: list[str] = Field(default=[], description="Terms to add: text or `item:ID`, optionally weighted `W:TERM`.")
     sub: list[str] = Field(default=[], description="Terms to subtract, like `add`.")

@@ -56,12 +56,14 @@ class Guard:
         host = split_host_header(headers.get("host", ""))
         if host not in self.hosts and not (self.settings.is_wildcard and is_ip_literal(host)):
             shown = host or "(none)"
-            return response_for(HostNotAllowed(f"Host {shown} is not served here; start the server with --allow-host {shown}"))
+            why = f"Host {shown} is not served here; start the server with --allow-host {shown}"
+            return response_for(HostNotAllowed(why))
         token = self.settings.token
         if token and scope["path"] not in _OPEN_PATHS and not has_valid_token(headers, token):
-            if scope["method"] == "GET" and not scope["path"].startswith("/api/") and "text/html" in headers.get("accept", ""):
+            if _is_page_visit(scope, headers):
                 return login_page(status_code=401)
-            return response_for(Unauthorized("this server needs its token: send `Authorization: Bearer TOKEN` or log in at /login"))
+            why = "this server needs its token: send `Authorization: Bearer TOKEN` or log in at /login"
+            return response_for(Unauthorized(why))
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.body_limit):
             return response_for(self._too_large())
@@ -101,6 +103,12 @@ class Guard:
     def _too_large(self) -> UploadTooLarge:
         mb = self.settings.max_upload_bytes // (1024 * 1024)
         return UploadTooLarge(f"the request body is over the {mb} MB upload limit (--max-upload-mb)")
+
+
+def _is_page_visit(scope: Scope, headers: Headers) -> bool:
+    """A browser navigating to a page (answered with the login form, not JSON)."""
+    is_page = scope["method"] == "GET" and not scope["path"].startswith("/api/")
+    return is_page and "text/html" in headers.get("accept", "")
 
 
 def _with_safe_headers(send: Send) -> Send:

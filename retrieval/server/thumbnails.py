@@ -22,6 +22,10 @@ from retrieval.server.images import open_image, read_item_file
 
 _VERSION = 1  # bump to invalidate every cached thumbnail
 _TAG_ORIENTATION = 0x0112
+# Pillow reports corrupt or hostile data with a mix of these.
+_DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError, Image.DecompressionBombError
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ def make_thumbnail(data: bytes, max_side: int, max_pixels: int) -> bytes | None:
         out = io.BytesIO()
         bare.save(out, "JPEG", quality=82, optimize=True, progressive=True)
         return out.getvalue()
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, TypeError, Image.DecompressionBombError):
+    except _DECODE_ERRORS:
         return None
+
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

@@ -113,6 +113,13 @@ function restoreFromUrl() {
   } else if (/^\d+$/.test(p.get("similar") || "")) {
     const id = Number(p.get("similar"));
     state.source = { kind: "similar", id, name: `photo ${id}`, thumb: `${API}/items/${id}/thumbnail` };
+    api(`/items/${id}`).then((item) => {  // the file name, for the chip and the summary
+      if (state.source && state.source.kind === "similar" && state.source.id === id) {
+        state.source.name = baseName(item.path);
+        showChip();
+        if (!state.loading) updateSummary();
+      }
+    }).catch(() => {});
   } else {
     state.source = null;
     $("q").value = "";
