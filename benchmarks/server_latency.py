@@ -9,9 +9,10 @@ Fills a fresh library with random unit vectors through the public
 `Library.import_embeddings` (no photo files are needed to time search), starts
 `clipdex serve` as a subprocess, and times requests end to end with one
 keep-alive HTTP client: a text query (text encoder + FAISS + catalog + JSON) and
-"more like this" (no encoder). The in-run baseline is the same text queries
-through `Library.search` in this process, so the difference is the HTTP layer.
-Every query text is distinct, so no query cache helps. Target: p50 <= 60 ms.
+"more like this" (no encoder). The in-run baseline is text queries through
+`Library.search` in this process, interleaved with the HTTP ones so both see the
+same machine load; the difference is the HTTP layer. Every query text is
+distinct, so no query cache helps either side. Target: p50 <= 60 ms.
 """
 
 from __future__ import annotations

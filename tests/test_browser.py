@@ -328,6 +328,22 @@ def test_texts_toggle_finds_the_texts_that_describe_a_photo(tab: Tab, server: Se
     assert tab.errors == []
 
 
+def test_loading_state_shows_while_a_search_is_in_flight(tab: Tab) -> None:
+    page = tab.page
+    held: list[Any] = []
+    page.route("**/api/v1/search?*", lambda route: held.append(route))  # held until the state is checked
+    tab.search("a quiet street")
+    page.wait_for_selector(".tile.skeleton")
+    assert page.get_attribute("#main", "aria-busy") == "true"
+    assert page.inner_text("#summary") == "Searching…"
+    tab.shot("desktop-loading")
+    held[0].continue_()
+    tab.wait_tiles(60)
+    assert page.query_selector(".tile.skeleton") is None
+    assert page.get_attribute("#main", "aria-busy") == "false"
+    assert tab.errors == []
+
+
 def test_empty_and_error_states_are_visible(tab: Tab) -> None:
     page = tab.page
     page.fill("#folder", "no/such/folder")

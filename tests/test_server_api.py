@@ -9,7 +9,9 @@ from typing import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from typer.testing import CliRunner
 
+from cli.app import app as cli_app
 from conftest import TINY, make_photo
 from retrieval.library import Library
 from retrieval.query import SearchFilter, glob_for, parse_date
@@ -318,3 +320,11 @@ def test_page_and_its_static_files_are_served(served: tuple[Library, Path, TestC
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/favicon.svg").headers["content-type"] == "image/svg+xml"
     assert client.get("/login").status_code == 200  # no token: the form just sends you to /
+
+
+def test_serve_command_is_registered_with_its_options() -> None:
+    result = CliRunner().invoke(cli_app, ["serve", "--help"])
+    assert result.exit_code == 0
+    for option in ("--library", "--db", "--host", "--port", "--model", "--checkpoint", "--token", "--allow-host",
+                   "--max-upload-mb", "CLIPDEX_TOKEN"):
+        assert option in result.output
