@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -344,3 +345,21 @@ def test_no_directory_listing(served: tuple[Library, Path]) -> None:
         r = client.get(path)
         assert r.status_code in (404, 405), path
         assert b"app.js" not in r.content and b".jpg" not in r.content
+
+
+def test_serve_refuses_a_port_in_use_before_loading_anything(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli_app, ["serve", "--port", str(port), "--library", str(tmp_path / "lib")])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: port {port} on 127.0.0.1 is in use; stop the other server or pick another --port\n"
+    )
+    assert not (tmp_path / "lib").exists()
+
+
+def test_allow_host_entries_may_carry_a_port() -> None:
+    names = ServerSettings(allow_hosts=("Photos.LAN:8443", "[fd00::5]:80")).allowed_host_names()
+    assert names == {"127.0.0.1", "localhost", "::1", "photos.lan", "fd00::5"}

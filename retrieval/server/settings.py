@@ -42,7 +42,7 @@ class ServerSettings:
 
     def allowed_host_names(self) -> frozenset[str]:
         """Host header names (without port) that this server answers."""
-        names = {normal_host(self.host)} | {normal_host(h) for h in self.allow_hosts}
+        names = {normal_host(self.host)} | {split_host_header(h) for h in self.allow_hosts}
         if self.is_loopback:
             names |= set(_LOOPBACK_NAMES)
         return frozenset(n for n in names if n)
