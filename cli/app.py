@@ -14,7 +14,7 @@ import click
 import typer
 import typer.core
 
-from cli import info_cmds, search_cmd, write_cmds
+from cli import info_cmds, search_cmd, serve_cmd, write_cmds
 from retrieval.errors import ClipdexError
 
 EXIT_ERROR = 1
@@ -48,6 +48,7 @@ app.command("import")(write_cmds.import_embeddings)
 app.command("search")(search_cmd.search)
 app.command("status")(info_cmds.status)
 app.command("models")(info_cmds.models)
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

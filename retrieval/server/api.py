@@ -1,0 +1,81 @@
+"""The HTTP API under /api/v1: thin routes over SearchService."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Callable
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from retrieval.server.schemas import ERRORS, Item, SearchOptions, SearchResponse
+from retrieval.server.service import API, SearchService
+
+_THUMBNAIL_CACHE = "private, max-age=3600"
+_IMAGE_CACHE = "private, no-cache"  # revalidate: the ETag changes when the file does
+
+
+def api_router(service: SearchService) -> APIRouter:
+    router = APIRouter(prefix=API, tags=["search"], responses=ERRORS)
+
+    @router.get("/search", response_model=SearchResponse)
+    def search(
+        q: Annotated[str, Query(description="Text, or `item:ID`; optionally weighted `W:TERM`.")],
+        options: Annotated[SearchOptions, Query()],
+    ) -> Response:
+        """Photos (or, with texts=true, texts) matching a text query, with weighted add/sub terms."""
+        return _results(lambda: service.search(q, options))
+
+    @router.post("/search/image", response_model=SearchResponse)
+    def search_image(
+        file: Annotated[UploadFile, File(description="A JPEG, PNG, WebP, GIF, TIFF or BMP photo.")],
+        options: Annotated[SearchOptions, Form()],
+    ) -> Response:
+        """Photos like an uploaded one; with texts=true, the texts that best describe it."""
+        data = file.file.read(service.settings.max_upload_bytes + 1)
+        return _results(lambda: service.search(None, options, image=data))
+
+    @router.get("/items/{item_id:int}/similar", response_model=SearchResponse)
+    def similar(item_id: int, options: Annotated[SearchOptions, Query()]) -> Response:
+        """More like this: photos like item `item_id` (with texts=true, the texts describing it)."""
+        return _results(lambda: service.similar(item_id, options))
+
+    @router.get("/items/{item_id:int}", response_model=Item)
+    def item(item_id: int) -> dict[str, object]:
+        """An item's metadata: path, date, camera, size, and its URLs."""
+        return service.item(item_id)
+
+    @router.get("/items/{item_id:int}/thumbnail", response_class=Response)
+    def thumbnail(item_id: int, request: Request) -> Response:
+        """A small JPEG of an indexed photo, upright and without EXIF/GPS."""
+        etag = service.thumbnail_etag(item_id)
+        headers = {"ETag": etag, "Cache-Control": _THUMBNAIL_CACHE}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        thumb = service.thumbnail(item_id)
+        return FileResponse(thumb.path, media_type="image/jpeg", headers={**headers, "ETag": thumb.etag})
+
+    @router.get("/items/{item_id:int}/image", response_class=Response)
+    def image(item_id: int, request: Request) -> Response:
+        """The original file of an indexed photo, by id only."""
+        img = service.image(item_id)
+        headers = {"ETag": img.etag, "Cache-Control": _IMAGE_CACHE}
+        if request.headers.get("if-none-match") == img.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(img.data, media_type=img.media_type, headers=headers)
+
+    @router.get("/status", tags=["library"])
+    def status() -> dict[str, object]:
+        """What the library holds: counts, roots, models and the index's state."""
+        return service.status()
+
+    return router
+
+
+def _results(search: Callable[[], list[dict[str, object]]]) -> JSONResponse:
+    """`{"results": [...]}`, built from plain dicts (the schema documents it; re-validating each
+    result would only cost time), with the search's own duration in a Server-Timing header."""
+    start = time.perf_counter()
+    results = search()
+    ms = (time.perf_counter() - start) * 1000
+    return JSONResponse({"results": results}, headers={"Server-Timing": f"search;dur={ms:.1f}"})

@@ -1,0 +1,104 @@
+"""The server's typed errors, and the one place that turns any error into an HTTP response.
+
+Every error response is JSON: `{"error": {"status": 404, "message": "..."}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from retrieval.errors import ClipdexError, ModelNotAvailable, NoVectors, QueryError
+
+log = logging.getLogger("clipdex.server")
+
+
+class ServerConfigError(ClipdexError):
+    """A `clipdex serve` option is invalid."""
+
+
+class InsecureBind(ServerConfigError):
+    """A network-reachable bind address was given without a token."""
+
+
+class ItemNotFound(ClipdexError):
+    """No indexed item (or no readable image file) has this id."""
+
+
+class UploadTooLarge(ClipdexError):
+    """An upload is over the byte or pixel limit."""
+
+
+class UnsupportedUpload(ClipdexError):
+    """An uploaded file is not an image in a supported format."""
+
+
+class Unauthorized(ClipdexError):
+    """A request lacks the server's token."""
+
+
+class HostNotAllowed(ClipdexError):
+    """A request's Host header is not a name this server answers (DNS rebinding guard)."""
+
+
+# Looked up along the exception's class hierarchy: the most specific entry wins.
+STATUS: dict[type[Exception], int] = {
+    QueryError: 400,
+    HostNotAllowed: 400,
+    Unauthorized: 401,
+    ItemNotFound: 404,
+    NoVectors: 404,
+    UploadTooLarge: 413,
+    UnsupportedUpload: 422,
+    RequestValidationError: 422,
+    ModelNotAvailable: 503,
+    ClipdexError: 400,
+}
+
+
+def status_for(exc: Exception) -> int:
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def message_for(exc: Exception) -> str:
+    if isinstance(exc, RequestValidationError):
+        return "; ".join(_validation_message(e) for e in exc.errors())
+    if isinstance(exc, HTTPException):
+        return str(exc.detail)
+    if status_for(exc) == 500:
+        return "internal server error; see the server's log"
+    return str(exc)
+
+
+def response_for(exc: Exception) -> JSONResponse:
+    """The JSON error response for any exception."""
+    status = status_for(exc)
+    if status == 500:
+        log.error("unexpected error", exc_info=exc)
+    headers = {"WWW-Authenticate": 'Bearer realm="clipdex"'} if status == 401 else None
+    return JSONResponse({"error": {"status": status, "message": message_for(exc)}}, status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc)
+
+    for cls in (ClipdexError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(cls, handle)
+
+
+def _validation_message(err: object) -> str:
+    if not isinstance(err, dict):
+        return str(err)
+    where = [str(p) for p in err.get("loc", ()) if p not in ("query", "body", "path")]
+    field = ".".join(where) or "request"
+    return f"{field}: {err.get('msg', 'invalid')}"

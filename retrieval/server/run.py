@@ -1,0 +1,71 @@
+"""`serve`: bind the port, open a library, warm the model, and serve until interrupted."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Callable
+
+from retrieval.library import Library
+from retrieval.server.errors import ServerConfigError
+from retrieval.server.settings import ServerSettings
+
+
+def serve(
+    settings: ServerSettings,
+    home: str | os.PathLike[str] | None = None,
+    *,
+    db: str | None = None,
+    device: str = "auto",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until interrupted. `on_ready(url)` is called once the model is loaded.
+
+    Raises InsecureBind (network bind without a token) and ServerConfigError (port
+    in use, address not of this machine) before loading anything, then the model
+    and catalog errors of Library.open and search before serving.
+    """
+    import uvicorn
+
+    from retrieval.server.app import create_app
+
+    settings.check()
+    sock = bind(settings)
+    with sock, Library.open(home, db=db, device=device) as lib:
+        app = create_app(lib, settings)
+        app.state.service.warm_up()
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # never trust X-Forwarded-* from whoever connects
+            timeout_graceful_shutdown=3,
+        )
+        if on_ready is not None:
+            on_ready(settings.url)
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+def bind(settings: ServerSettings) -> socket.socket:
+    """A socket bound to the settings' address, or ServerConfigError saying what to change."""
+    host = settings.host.strip("[]")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as e:
+        raise ServerConfigError(f"--host {settings.host} is not an address of this machine ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ServerConfigError(
+                f"port {settings.port} on {settings.host} is in use; stop the other server or pick another --port"
+            ) from None
+        raise ServerConfigError(f"cannot bind {settings.host}:{settings.port}: {e.strerror}") from None
+    return sock

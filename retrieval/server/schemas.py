@@ -1,0 +1,83 @@
+"""The API's request options and response bodies, as they appear in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class SearchOptions(BaseModel):
+    """Paging, filters and collection, shared by every search route."""
+
+    top: int = Field(default=20, ge=1, le=500, description="Number of results.")
+    offset: int = Field(default=0, ge=0, le=100_000, description="Results to skip (paging).")
+    path: str | None = Field(
+        default=None,
+        description="Only paths matching this glob; `*` spans folders, a relative glob matches at any depth.",
+    )
+    after: str | None = Field(default=None, description="Taken on or after this ISO 8601 date or date-time.")
+    before: str | None = Field(default=None, description="Taken before this ISO 8601 date or date-time.")
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="Only results scoring at least this.")
+    sort: Literal["score", "date"] = Field(
+        default="score", description="Order the results by score or by date (newest first)."
+    )
+    texts: bool = Field(default=False, description="Search the text collection instead of the images.")
+    add: list[str] = Field(default=[], description="Terms to add: text or `item:ID`, optionally weighted `W:TERM`.")
+    sub: list[str] = Field(default=[], description="Terms to subtract, like `add`.")
+
+
+class ImageHit(BaseModel):
+    id: int
+    path: str
+    score: float
+    width: int | None
+    height: int | None
+    taken_at: str | None = Field(description="EXIF capture time, ISO 8601 in the server's time zone.")
+    thumbnail_url: str
+    image_url: str
+
+
+class TextHit(BaseModel):
+    id: int
+    text: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    results: list[ImageHit | TextHit]
+
+
+class Item(BaseModel):
+    id: int
+    kind: Literal["image", "text"]
+    path: str | None
+    text: str | None
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    camera: str | None
+    size: int | None = Field(description="File size in bytes.")
+    thumbnail_url: str | None
+    image_url: str | None
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Malformed query, term, date or Host header",
+        401: "Missing or wrong token",
+        404: "Unknown item, or no vectors for the model",
+        413: "Upload over the byte or pixel limit",
+        422: "Invalid parameter or unsupported upload",
+    }.items()
+}

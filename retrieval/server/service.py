@@ -1,0 +1,137 @@
+"""What the HTTP routes do, over one Library shared by every request thread.
+
+Library calls are serialised by one lock: a search may catch the FAISS index up
+from the catalog's change log (items indexed by another process), which mutates
+the in-memory index. Decoding thumbnails happens outside the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from indexer.catalog import IMAGE, INDEXED, ItemRow
+from retrieval.errors import NoVectors
+from retrieval.library import Library
+from retrieval.query import SearchFilter, glob_for, parse_date, parse_term
+from retrieval.search import ImageResult, Result
+from retrieval.server.errors import ItemNotFound
+from retrieval.server.images import ImageFile, check_upload, read_item_file
+from retrieval.server.schemas import SearchOptions
+from retrieval.server.settings import ServerSettings
+from retrieval.server.thumbnails import Thumbnail, ThumbnailCache
+
+_MAX_ID = 2**63 - 1
+API = "/api/v1"
+
+
+class SearchService:
+    def __init__(self, library: Library, settings: ServerSettings) -> None:
+        self.library = library
+        self.settings = settings
+        self.thumbnails = ThumbnailCache(library.home / "thumbnails", settings.thumbnail_px, settings.max_upload_pixels)
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Load the model and the index now, so the first request is fast.
+
+        An empty library is fine (indexing may start later); a --model the library
+        has no vectors for raises NoVectors.
+        """
+        try:
+            self.search("warm up", SearchOptions(top=1))
+        except NoVectors:
+            if self.settings.model is not None:
+                raise
+
+    def search(self, query: str | None, options: SearchOptions, image: bytes | None = None) -> list[dict[str, object]]:
+        """Ranked results as JSON-ready dicts; raises QueryError, ItemNotFound, NoVectors, upload errors."""
+        if image is not None:
+            check_upload(image, self.settings.max_upload_bytes, self.settings.max_upload_pixels)
+        filters = SearchFilter(
+            path_glob=glob_for(options.path) if options.path else None,
+            after=parse_date(options.after, "after") if options.after else None,
+            before=parse_date(options.before, "before") if options.before else None,
+            min_score=options.min_score,
+        )
+        with self._lock:
+            self._check_item_terms([query] if query is not None else [], options)
+            results = self.library.search(
+                query, image=image, add=options.add, sub=options.sub, top=options.top, offset=options.offset,
+                filters=filters, sort=options.sort, texts=options.texts, model=self.settings.model,
+                allow_files=False,
+            )
+        return [result_dict(r) for r in results]
+
+    def similar(self, item_id: int, options: SearchOptions) -> list[dict[str, object]]:
+        """Items like item `item_id` (texts describing it with options.texts); ItemNotFound if unknown."""
+        return self.search(f"item:{item_id}", options)  # the item:ID check gives the 404
+
+    def item(self, item_id: int) -> dict[str, object]:
+        with self._lock:
+            row = self._row(item_id)
+        is_image = row.kind == IMAGE
+        return {
+            "id": row.id, "kind": row.kind, "path": row.path, "text": row.text, "width": row.width,
+            "height": row.height, "taken_at": iso_time(row.taken_at), "camera": row.camera, "size": row.size,
+            "thumbnail_url": thumbnail_url(row.id) if is_image else None,
+            "image_url": image_url(row.id) if is_image else None,
+        }
+
+    def image(self, item_id: int) -> ImageFile:
+        """The verified bytes of an indexed image item's file; ItemNotFound otherwise."""
+        return read_item_file(item_id, self._file(item_id))
+
+    def thumbnail(self, item_id: int) -> Thumbnail:
+        return self.thumbnails.get(item_id, self._file(item_id))
+
+    def thumbnail_etag(self, item_id: int) -> str:
+        return f'"{self.thumbnails.key(item_id, self._file(item_id))}"'
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            return self.library.status().to_dict()
+
+    def _file(self, item_id: int) -> bytes:
+        """The file of an indexed image: the only way a request reaches a file."""
+        if not 0 < item_id <= _MAX_ID:
+            raise ItemNotFound(f"item {item_id} is not in the library")
+        with self._lock:
+            path = self.library.item_file(item_id)
+        if path is None:
+            raise ItemNotFound(f"item {item_id} is not an indexed photo of this library")
+        return path
+
+    def _row(self, item_id: int) -> ItemRow:
+        row = self.library.item(item_id) if 0 < item_id <= _MAX_ID else None
+        if row is None or row.status != INDEXED:
+            raise ItemNotFound(f"item {item_id} is not in the library")
+        return row
+
+    def _check_item_terms(self, query: list[str], options: SearchOptions) -> None:
+        """An `item:ID` term naming no item is a 404, not a malformed query."""
+        for raw in [*query, *options.add, *options.sub]:
+            term = parse_term(raw, allow_files=False)
+            if term.kind == "item":
+                self._row(int(term.value))
+
+
+def result_dict(result: Result) -> dict[str, object]:
+    """The CLI's --json fields, plus the URLs of an image's thumbnail and file."""
+    d = result.to_dict()
+    if isinstance(result, ImageResult):
+        d["thumbnail_url"] = thumbnail_url(result.id)
+        d["image_url"] = image_url(result.id)
+    return d
+
+
+def thumbnail_url(item_id: int) -> str:
+    return f"{API}/items/{item_id}/thumbnail"
+
+
+def image_url(item_id: int) -> str:
+    return f"{API}/items/{item_id}/image"
+
+
+def iso_time(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch).astimezone().isoformat()
