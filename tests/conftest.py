@@ -74,7 +74,7 @@ def pg_server() -> str:
     url = os.environ.get(PG_ENV, "")
     why = ""
     if not url:
-        why = f"set {PG_ENV}=postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (ci-postgres.sh starts a local one)"
+        why = f"set {PG_ENV}=postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (.ci/postgres.sh starts a local one)"
     else:
         try:
             engine = create_engine(url)

@@ -1,7 +1,7 @@
 # PostgreSQL for the catalog, indexing and search tests: a throwaway cluster on a
 # local port, from Debian's packages. Source it from .ci/run before pytest:
 #
-#     source ci-postgres.sh      # installs, starts, exports CLIPDEX_TEST_PG_URL
+#     source .ci/postgres.sh      # installs, starts, exports CLIPDEX_TEST_PG_URL
 #     .venv/bin/python -m pytest -q
 #     clipdex_pg_stop            # also runs on exit (trap)
 #
