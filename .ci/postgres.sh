@@ -15,8 +15,14 @@ clipdex_pg_start() {
         apt-get install -y -qq postgresql >/dev/null
     fi
     CLIPDEX_PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-    CLIPDEX_PG_PORT=${CLIPDEX_PG_PORT:-54329}
+    if [ -z "${CLIPDEX_PG_PORT:-}" ]; then  # the first free port from 54329 on
+        CLIPDEX_PG_PORT=54329
+        while (exec 3<>"/dev/tcp/127.0.0.1/$CLIPDEX_PG_PORT") 2>/dev/null; do
+            CLIPDEX_PG_PORT=$((CLIPDEX_PG_PORT + 1))
+        done
+    fi
     CLIPDEX_PG_DIR=$(mktemp -d /tmp/clipdex-pg.XXXXXX)
+    export CLIPDEX_PG_BIN CLIPDEX_PG_DIR CLIPDEX_PG_PORT
     chown postgres: "$CLIPDEX_PG_DIR"
     runuser -u postgres -- "$CLIPDEX_PG_BIN/initdb" -D "$CLIPDEX_PG_DIR/data" -U postgres -A trust \
         --encoding UTF8 --no-sync >/dev/null
@@ -27,17 +33,18 @@ clipdex_pg_start() {
     "$CLIPDEX_PG_BIN/psql" -q -h 127.0.0.1 -p "$CLIPDEX_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
         -c "CREATE ROLE clipdex LOGIN CREATEDB PASSWORD 'clipdex'" \
         -c "CREATE DATABASE clipdex_test OWNER clipdex"
-    export CLIPDEX_PG_BIN CLIPDEX_PG_DIR CLIPDEX_PG_PORT
     export CLIPDEX_TEST_PG_URL="postgresql+psycopg://clipdex:clipdex@127.0.0.1:$CLIPDEX_PG_PORT/clipdex_test"
 }
 
 clipdex_pg_stop() {
-    if [ -n "${CLIPDEX_PG_DIR:-}" ] && [ -d "$CLIPDEX_PG_DIR/data" ]; then
-        runuser -u postgres -- "$CLIPDEX_PG_BIN/pg_ctl" -D "$CLIPDEX_PG_DIR/data" -m fast -w stop >/dev/null || true
+    if [ -n "${CLIPDEX_PG_DIR:-}" ] && [ -d "$CLIPDEX_PG_DIR" ]; then
+        if [ -f "$CLIPDEX_PG_DIR/data/postmaster.pid" ]; then
+            runuser -u postgres -- "$CLIPDEX_PG_BIN/pg_ctl" -D "$CLIPDEX_PG_DIR/data" -m fast -w stop >/dev/null || true
+        fi
         rm -rf "$CLIPDEX_PG_DIR"
     fi
     unset CLIPDEX_PG_DIR
 }
 
+trap clipdex_pg_stop EXIT  # set first: a failed start is cleaned up too
 clipdex_pg_start
-trap clipdex_pg_stop EXIT

@@ -117,7 +117,10 @@ class Library:
         catalog = Catalog(url, expected_id=expected if isinstance(expected, str) else None)
         if config.get("catalog_id") != catalog.catalog_id:
             config["catalog_id"] = catalog.catalog_id
-            _write_config(root / "config.json", config)
+            try:
+                _write_config(root / "config.json", config)
+            except OSError:
+                pass  # a full or read-only disk: the id is recorded on a later open
         return cls(root, catalog, device, precision)
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ from indexer.texts import read_texts
 from retrieval.errors import InputFileError, QueryError
 from retrieval.query import Term, glob_for, parse_date, parse_term, parse_terms
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 KINDS = st.sampled_from(["text", "image", "item"])
 ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=60) | st.text(max_size=60)
 TERMISH = st.builds(
