@@ -128,7 +128,7 @@ def no_change_reindex(work: Path, count: int, model: ModelSpec, dim: int) -> flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phones", type=int, default=40)
+    ap.add_argument("--phones", type=int, default=120)
     ap.add_argument("--model", default="ViT-B-32-256")
     ap.add_argument("--reindex-files", type=int, default=100_000)
     ap.add_argument("--batch-size", type=int, default=0, help="0: clipdex's automatic size")
