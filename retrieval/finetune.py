@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import time
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from retrieval.evaluate import RetrievalMetrics, evaluate
-from retrieval.model_store import card_path, named_path, write_model
+from retrieval.model_store import named_path, write_model
 from retrieval.models import Encoder, ModelSpec, fingerprint_of
 from retrieval.pair_data import PairData, load_pairs, split_by_image
 from retrieval.pairs import Problem, read_pairs
@@ -147,7 +146,3 @@ def default_name(pairs: str | os.PathLike[str]) -> str:
     """`~/data/my pairs.csv` → `my-pairs-tuned`."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(pairs).stem).strip("-._") or "model"
     return f"{stem[:50]}-tuned"
-
-
-def copy_model(model: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(model)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TextIO
 
 from retrieval.errors import InputFileError
 
@@ -134,18 +135,16 @@ def _add(out: PairFile, image: str, caption: str, base: Path, line: int) -> None
             out.pairs.append(Pair(path, caption, str(out.source), line))
 
 
-class _open_text:
-    """Open a text file as UTF-8 (with or without BOM), turning OS errors into InputFileError."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Iterator[str]:
-        try:
-            self.f = open(self.path, encoding="utf-8-sig", newline="")
-        except OSError as e:
-            raise InputFileError(f"cannot read {self.path}: {e.strerror or e}") from None
-        return self.f
-
-    def __exit__(self, *exc: object) -> None:
-        self.f.close()
+@contextmanager
+def _open_text(path: Path) -> Iterator[TextIO]:
+    """Open a text file as UTF-8 (with or without BOM); OS and encoding errors become InputFileError."""
+    try:
+        f = open(path, encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise InputFileError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        yield f
+    except UnicodeDecodeError as e:
+        raise InputFileError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    finally:
+        f.close()

@@ -172,14 +172,8 @@ def _train(
         order, pick = orders[epoch]
         images = order[pos * batch : (pos + 1) * batch]
         started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(config, state.step, total)
-        optimizer.zero_grad(set_to_none=True)
         x = pixels_to_input(encoder, data.pixels[images])  # (B, 3, H, W)
-        loss = train_step(net, x, tokens[pick[images]], config.accum_steps, precision, config.lock_image, config.lock_text)
-        optimizer.step()
-        with torch.no_grad():
-            net.logit_scale.clamp_(0, MAX_LOGIT_SCALE)  # type: ignore[operator]
+        loss = _step(net, optimizer, x, tokens[pick[images]], _lr(config, state.step, total), config, precision)
         state.seconds += time.perf_counter() - started
         state.pairs += len(images)
         state.step += 1
@@ -199,6 +193,21 @@ def _train(
     return TrainOutcome(
         net.eval(), state.step, state.best_step, stopped, state.pairs / max(state.seconds, 1e-9), state.seconds, state.history
     )
+
+
+def _step(
+    net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, tokens: torch.Tensor,
+    lr: float, config: TrainConfig, precision: str,
+) -> float:  # fmt: skip
+    """One optimizer step on a batch; return its loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss = train_step(net, x, tokens, config.accum_steps, precision, config.lock_image, config.lock_text)
+    optimizer.step()
+    with torch.no_grad():
+        net.logit_scale.clamp_(0, MAX_LOGIT_SCALE)  # type: ignore[operator]
+    return loss
 
 
 def _validate(encoder: Encoder, net: torch.nn.Module, val: PairData, state: _State, config: TrainConfig) -> float:
