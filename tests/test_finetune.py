@@ -294,6 +294,20 @@ def test_cli_finetune_eval_index_use_with_a_named_model(tmp_path: Path) -> None:
     assert found.exit_code == 0 and len(json.loads(found.stdout)) == 10
 
 
+def test_val_pairs_file_keeps_its_images_out_of_training(tmp_path: Path) -> None:
+    from retrieval.finetune import finetune_pairs
+
+    scenes = synthetic.make_scenes(30, 11, synthetic.NEW)
+    train_csv = synthetic.write_world(tmp_path / "w", scenes, size=64)
+    val_csv = tmp_path / "w" / "val.csv"
+    val_csv.write_text("image,caption\n" + "".join(f"scene{i:05d}.png,{scenes[i].captions[0]}\n" for i in range(6)))
+    with Library.open(tmp_path / "lib") as lib:
+        result = finetune_pairs(lib, train_csv, cfg(max_steps=2, batch_size=8), base=TINY, val_pairs=val_csv)
+    assert result.weights == tmp_path / "lib" / "models" / "captions-tuned.safetensors"
+    data = result.card["data"]
+    assert (data["train_images"], data["val_images"], data["val_pairs"]) == (24, 6, 6)
+
+
 def test_demo_runs_offline_as_a_user_runs_it(tmp_path: Path) -> None:
     env = {**env_without_pytest(), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
