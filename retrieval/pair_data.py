@@ -83,12 +83,12 @@ def build(pixels: Sequence[np.ndarray], captions_of: Sequence[Sequence[str]]) ->
 
 
 def load_pairs(pair_file: PairFile, spec: InputSpec) -> tuple[PairData, list[Problem]]:
-    """Decode every image of the pairs once; pairs whose image fails are reported and skipped."""
+    """Decode every image of the pairs once; return them with every skipped row (the reader's and bad images)."""
     by_image: dict[str, list[int]] = {}
     for n, pair in enumerate(pair_file.pairs):
         by_image.setdefault(str(pair.image), []).append(n)
     paths = list(by_image)
-    problems: list[Problem] = []
+    problems: list[Problem] = list(pair_file.problems)
     pixels: list[np.ndarray] = []
     captions: list[list[str]] = []
     for path, result in zip(paths, decode_images(paths, spec)):

@@ -277,11 +277,15 @@ def test_use_refuses_a_half_embedded_library_then_switches(tmp_path: Path, photo
 
 def test_cli_finetune_eval_index_use_with_a_named_model(tmp_path: Path) -> None:
     csv_path = synthetic.write_world(tmp_path / "world", synthetic.make_scenes(40, 9, synthetic.NEW), size=64)
+    with open(csv_path, "a") as f:
+        f.write("scene00000.png,\nghost.png,a ghost\n")  # lines 82 and 83
     lib = ["--library", str(tmp_path / "lib")]
     tuned = runner.invoke(app, ["finetune", str(csv_path), "--model", "clipdex-tiny", "--name", "shapes", "--max-steps", "3",
                                 "--batch-size", "8", "--val-fraction", "0.25", *lib])  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
     assert "text→image R@1" in tuned.output and "clipdex use shapes" in tuned.output
+    assert f"warning: {csv_path}:82: empty caption; skipped" in tuned.output
+    assert f"warning: {csv_path}:83: image ghost.png does not exist; skipped" in tuned.output
     assert (tmp_path / "lib" / "models" / "shapes.safetensors").is_file()
     evaluated = runner.invoke(app, ["eval", str(csv_path), "--model", "shapes", "--json", *lib])
     assert evaluated.exit_code == 0, evaluated.output
