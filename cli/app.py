@@ -14,7 +14,7 @@ import click
 import typer
 import typer.core
 
-from cli import info_cmds, search_cmd, serve_cmd, write_cmds
+from cli import demo_cmd, info_cmds, search_cmd, serve_cmd, train_cmds, write_cmds
 from retrieval.errors import ClipdexError
 
 EXIT_ERROR = 1
@@ -49,6 +49,10 @@ app.command("search")(search_cmd.search)
 app.command("status")(info_cmds.status)
 app.command("models")(info_cmds.models)
 app.command("serve")(serve_cmd.serve)
+app.command("finetune")(train_cmds.finetune)
+app.command("eval")(train_cmds.evaluate)
+app.command("use")(train_cmds.use)
+app.command("demo")(demo_cmd.demo)
 
 
 def main() -> None:

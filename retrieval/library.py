@@ -28,7 +28,9 @@ from indexer.lock import WriteLock
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
 from retrieval.encode import encode_texts
+from retrieval import model_store
 from retrieval.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
+from retrieval.finetune_errors import ModelIncomplete
 from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import Result, SortOrder, TextCache, query_vector, rank
@@ -137,10 +139,36 @@ class Library:
     # -- models ----------------------------------------------------------------------------
 
     def encoder(self, spec: ModelSpec) -> Encoder:
-        """Load (once per Library) the encoder for a model spec."""
+        """Load (once per Library) the encoder for a model spec, or for a model saved in the library by name."""
+        spec = model_store.resolve(self.home, spec)
         if spec not in self._encoders:
             self._encoders[spec] = load_encoder(spec, self.device, self.precision)
         return self._encoders[spec]
+
+    def default_encoder(self) -> Encoder:
+        """The library's model, or the default model for an empty library."""
+        active = self.active_model()
+        return self._active_encoder(active) if active is not None else self.encoder(ModelSpec.parse(DEFAULT_MODEL))
+
+    def use(self, spec: ModelSpec) -> ModelRow:
+        """Make a model the default for search, in one transaction, only once every item has its vector.
+
+        Raises NoVectors or ModelIncomplete (saying how many items lack vectors and how to fix it).
+        """
+        with WriteLock(self.home / "lock"):
+            enc = self.encoder(spec)
+            row = self.catalog.model_by_fingerprint(enc.fingerprint)
+            if row is None:
+                raise NoVectors(f"the library has no vectors from {enc.spec.label}; run `{_index_command(spec)}` first")
+            images = len(self.catalog.missing_vectors(row.id, IMAGE))
+            texts = len(self.catalog.missing_vectors(row.id, TEXT))
+            if images or texts:
+                raise ModelIncomplete(
+                    f"{images} images and {texts} texts have no vector from {enc.spec.label} yet; "
+                    f"run `{_index_command(spec)}` first"
+                )
+            self.catalog.set_setting("active_model", row.fingerprint)
+            return row
 
     def active_model(self) -> ModelRow | None:
         fp = self.catalog.get_setting("active_model")
@@ -424,6 +452,11 @@ def _write_config(path: Path, config: dict[str, object]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _index_command(spec: ModelSpec) -> str:
+    given = f"{spec.name}:{spec.pretrained}" if spec.pretrained else spec.name
+    return f"clipdex index --model {given}" + (f" --checkpoint {spec.checkpoint}" if spec.checkpoint else "")
 
 
 def _real(path: str | os.PathLike[str]) -> bytes:

@@ -23,9 +23,10 @@ from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
 
 DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
 TINY_MODEL = "clipdex-tiny"
-TINY_SEED = 20260101
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+# Trained on the synthetic world by `python -m retrieval.train_tiny`, shipped in the package.
+TINY_WEIGHTS = Path(__file__).parent / "weights" / "clipdex-tiny.safetensors"
 _SCHEMAS = ("hf-hub:", "local-dir:")
 
 
@@ -212,27 +213,31 @@ def _create(spec: ModelSpec) -> torch.nn.Module:
 
 def _create_model(spec: ModelSpec) -> torch.nn.Module:
     if spec.checkpoint is not None:
-        model = _create_untrained(spec.name)
-        state = load_state_dict(spec.checkpoint)
-        try:
-            model.load_state_dict(_fit_shapes(state, model), strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(
-                f"checkpoint {spec.checkpoint} does not fit architecture {spec.name}: {_one_line(e)}"
-            ) from None
-        return model
+        return _with_weights(spec.name, spec.checkpoint)
     if spec.name.startswith(_SCHEMAS) or spec.pretrained:
         return _create_pretrained(spec)
     if spec.name == TINY_MODEL:
-        # Fixed seed until trained weights ship: every process builds identical weights.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
-            return _create_untrained(spec.name)
+        if not TINY_WEIGHTS.is_file():
+            raise ModelNotAvailable(
+                f"the built-in {TINY_MODEL} weights are missing ({TINY_WEIGHTS}); reinstall clipdex, "
+                "or rebuild them with `python -m retrieval.train_tiny`"
+            )
+        return _with_weights(spec.name, str(TINY_WEIGHTS))
     tags = open_clip.list_pretrained_tags_by_model(spec.name)
     hint = f" (tags: {', '.join(tags)})" if tags else ""
     raise ModelNotAvailable(
         f"{spec.name} has no weights: give a pretrained tag as {spec.name}:TAG{hint} or pass --checkpoint FILE"
     )
+
+
+def _with_weights(name: str, path: str) -> torch.nn.Module:
+    model = _create_untrained(name)
+    state = load_state_dict(path)
+    try:
+        model.load_state_dict(_fit_shapes(state, model), strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit architecture {name}: {_one_line(e)}") from None
+    return model
 
 
 def _create_untrained(name: str) -> torch.nn.Module:

@@ -1,0 +1,323 @@
+"""The training loop: batches of pairs → InfoNCE steps, validation, early stopping, checkpoints.
+
+Everything random is drawn from generators seeded by (seed, epoch), so a run
+resumed from its checkpoint takes the same batches, and ends with the same
+weights, as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from retrieval.contrastive import MAX_LOGIT_SCALE, pixels_to_input, train_step
+from retrieval.errors import CheckpointError
+from retrieval.evaluate import RetrievalMetrics, evaluate
+from retrieval.finetune_errors import TrainingConfigError
+from retrieval.lora import add_lora, merge_lora
+from retrieval.models import Encoder
+from retrieval.pair_data import PairData
+
+PRECISIONS = ("auto", "fp32", "bf16")
+_RESUME_FREE = ("epochs", "max_steps", "patience", "eval_every", "checkpoint_every", "wise_ft")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fine-tune: schedule, batch, what trains, when to stop."""
+
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps, whatever `epochs` says
+    batch_size: int = 128  # pairs per step: every pair is a negative for every other
+    accum_steps: int = 1  # micro-batches per step (memory), features cached so negatives are kept
+    lr: float = 5e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 20
+    val_fraction: float = 0.1
+    seed: int = 0
+    lock_image: bool = False
+    lock_text: bool = False
+    lora_rank: int = 0  # 0: train the weights themselves
+    lora_alpha: float = 16.0
+    wise_ft: float | None = None  # θ = (1 − α)·θ_base + α·θ_tuned after training
+    eval_every: int = 0  # steps between validation runs; 0: once per epoch
+    patience: int = 3  # validation runs without improvement before stopping; 0: never stop early
+    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (where bf16 training measured slower)
+    checkpoint_every: int = 50  # steps between resumable checkpoints
+
+    def check(self) -> None:
+        """Raise TrainingConfigError naming the option that is out of range."""
+        problems = [
+            (self.epochs < 1, "--epochs must be at least 1"),
+            (self.max_steps is not None and self.max_steps < 1, "--max-steps must be at least 1"),
+            (self.batch_size < 2, "--batch-size must be at least 2 (InfoNCE needs negatives)"),
+            (not 1 <= self.accum_steps <= self.batch_size, "--accum-steps must be between 1 and --batch-size"),
+            (self.lr <= 0 or self.weight_decay < 0, "--lr must be positive and --weight-decay not negative"),
+            (not 0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
+            (self.lock_image and self.lock_text, "--lock-image and --lock-text together leave nothing to train"),
+            (self.lora_rank < 0, "--lora-rank must be 0 (off) or more"),
+            (self.wise_ft is not None and not 0 <= self.wise_ft <= 1, "--wise-ft ALPHA must be between 0 and 1"),
+            (self.precision not in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise TrainingConfigError(message)
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    pairs_per_s: float
+    val_score: float | None = None  # set on steps that ran validation
+
+
+ProgressFn = Callable[[TrainProgress], None]
+
+
+@dataclass
+class TrainOutcome:
+    model: torch.nn.Module  # merged, fp32, eval mode; the best validated weights
+    steps: int
+    best_step: int
+    stopped_early: bool
+    pairs_per_s: float
+    train_seconds: float
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, validation score)
+
+
+@dataclass
+class _State:
+    step: int = 0
+    best_score: float = -1.0
+    best_step: int = 0
+    bad_evals: int = 0
+    pairs: int = 0
+    seconds: float = 0.0
+    history: list[tuple[int, float]] = field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] | None = None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def train(
+    encoder: Encoder,
+    data: PairData,
+    val: PairData,
+    config: TrainConfig,
+    *,
+    state_file: Path | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    model: torch.nn.Module | None = None,
+) -> TrainOutcome:
+    """Train a copy of the encoder's model (or `model`) on `data`, validating on `val`.
+
+    With `state_file`, a checkpoint is written there every `checkpoint_every` steps
+    and removed at the end; `resume` continues from it. Raises CheckpointError.
+    """
+    config.check()
+    # Subnormal floats appear in gradients as training converges and slow CPU kernels several-fold.
+    torch.set_flush_denormal(True)
+    try:
+        return _train(encoder, data, val, config, state_file, resume, progress, model)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(
+    encoder: Encoder,
+    data: PairData,
+    val: PairData,
+    config: TrainConfig,
+    state_file: Path | None,
+    resume: bool,
+    progress: ProgressFn | None,
+    model: torch.nn.Module | None,
+) -> TrainOutcome:
+    net = copy.deepcopy(model if model is not None else encoder.model).float().to(encoder.device).train()
+    params = _trainable(net, config)
+    optimizer = _optimizer(net, params, config)
+    batch = min(config.batch_size, data.images)
+    per_epoch = max(1, data.images // batch)
+    total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
+    eval_every = config.eval_every or per_epoch
+    tokens = encoder.tokenizer(list(data.captions)).to(encoder.device)  # (P, L)
+    pair_lists = _pairs_by_image(data)
+    precision = resolve_precision(config.precision, encoder.device)
+    state = _State()
+    if resume and state_file is not None:
+        state = _load_state(state_file, net, optimizer, config, data, val)
+    orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    stopped = False
+    while state.step < total and not stopped:
+        epoch, pos = divmod(state.step, per_epoch)
+        if epoch not in orders:
+            orders = {epoch: _epoch_order(config.seed, epoch, pair_lists)}
+        order, pick = orders[epoch]
+        images = order[pos * batch : (pos + 1) * batch]
+        started = time.perf_counter()
+        x = pixels_to_input(encoder, data.pixels[images])  # (B, 3, H, W)
+        loss = _step(net, optimizer, x, tokens[pick[images]], _lr(config, state.step, total), config, precision)
+        state.seconds += time.perf_counter() - started
+        state.pairs += len(images)
+        state.step += 1
+        score = None
+        if state.step % eval_every == 0 or state.step == total:
+            score = _validate(encoder, net, val, state, config)
+            stopped = config.patience > 0 and state.bad_evals >= config.patience
+        if progress is not None:
+            progress(TrainProgress(state.step, total, epoch, loss, state.pairs / max(state.seconds, 1e-9), score))
+        if state_file is not None and state.step % config.checkpoint_every == 0 and state.step < total:
+            _save_state(state_file, net, optimizer, config, data, val, state)
+    if state.best_weights is not None:
+        net.load_state_dict(state.best_weights)
+    merge_lora(net)
+    if state_file is not None and state_file.exists():
+        state_file.unlink()
+    return TrainOutcome(
+        net.eval(), state.step, state.best_step, stopped, state.pairs / max(state.seconds, 1e-9), state.seconds, state.history
+    )
+
+
+def _step(
+    net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, tokens: torch.Tensor,
+    lr: float, config: TrainConfig, precision: str,
+) -> float:  # fmt: skip
+    """One optimizer step on a batch; return its loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss = train_step(net, x, tokens, config.accum_steps, precision, config.lock_image, config.lock_text)
+    optimizer.step()
+    with torch.no_grad():
+        net.logit_scale.clamp_(0, MAX_LOGIT_SCALE)  # type: ignore[operator]
+    return loss
+
+
+def _validate(encoder: Encoder, net: torch.nn.Module, val: PairData, state: _State, config: TrainConfig) -> float:
+    metrics: RetrievalMetrics = evaluate(encoder, val, model=net)
+    score = metrics.score
+    state.history.append((state.step, score))
+    if score > state.best_score:
+        state.best_score, state.best_step, state.bad_evals = score, state.step, 0
+        state.best_weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    else:
+        state.bad_evals += 1
+    return score
+
+
+def _trainable(net: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Parameter]:
+    if config.lora_rank > 0:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            adapters = add_lora(net, config.lora_rank, config.lora_alpha, image=not config.lock_image, text=not config.lock_text)
+        scale: torch.nn.Parameter = net.logit_scale  # type: ignore[assignment]
+        scale.requires_grad_(True)
+        return adapters + [scale]
+    for name, p in net.named_parameters():
+        is_image = name.startswith("visual.")
+        locked = (is_image and config.lock_image) or (not is_image and name != "logit_scale" and config.lock_text)
+        p.requires_grad_(not locked)
+    return [p for p in net.parameters() if p.requires_grad]
+
+
+def _optimizer(net: torch.nn.Module, params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; as in open_clip, gains, biases and the temperature get no weight decay."""
+    wanted = {id(p) for p in params}
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
+    for name, p in net.named_parameters():
+        if id(p) not in wanted:
+            continue
+        no_decay = p.ndim < 2 or "ln" in name or "bias" in name or "logit_scale" in name
+        (plain if no_decay else decay).append(p)
+    groups = [{"params": plain, "weight_decay": 0.0}, {"params": decay, "weight_decay": config.weight_decay}]
+    # The fused kernel updates every tensor in one pass; the default on CPU loops tensor by tensor.
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+
+
+def _lr(config: TrainConfig, step: int, total: int) -> float:
+    """Linear warmup, then cosine decay to zero at `total` steps."""
+    warmup = min(config.warmup_steps, max(total - 1, 0))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * progress))
+
+
+def _pairs_by_image(data: PairData) -> list[np.ndarray]:
+    lists: list[list[int]] = [[] for _ in range(data.images)]
+    for p, i in enumerate(data.image_of.tolist()):
+        lists[i].append(p)
+    return [np.array(ps, dtype=np.int64) for ps in lists]
+
+
+def _epoch_order(seed: int, epoch: int, pair_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(image order, one caption per image): each image once per epoch, with one of its captions."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(pair_lists))
+    pick = np.array([ps[rng.integers(len(ps))] for ps in pair_lists], dtype=np.int64)
+    return order, pick
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def _fingerprint(config: TrainConfig, data: PairData, val: PairData) -> str:
+    settings = {k: v for k, v in asdict(config).items() if k not in _RESUME_FREE}
+    return json.dumps({"config": settings, "train": data.digest(), "val": val.digest()}, sort_keys=True)
+
+
+def _save_state(
+    path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, data: PairData, val: PairData, state: _State
+) -> None:
+    blob: dict[str, Any] = {
+        "run": _fingerprint(config, data, val),
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "best_weights": state.best_weights or {},
+        "counters": [state.step, state.best_step, state.bad_evals, state.pairs],
+        "scores": [state.best_score, state.seconds],
+        "history": [list(h) for h in state.history],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(
+    path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, data: PairData, val: PairData
+) -> _State:
+    if not path.exists():
+        raise CheckpointError(f"nothing to resume: no checkpoint at {path}; run again without --resume")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} cannot be read: {str(e).splitlines()[0]}") from None
+    if blob.get("run") != _fingerprint(config, data, val):
+        raise CheckpointError(
+            f"checkpoint {path} was made with other data or settings; run again without --resume to start over"
+        )
+    net.load_state_dict(blob["model"])
+    opt.load_state_dict(blob["optimizer"])
+    step, best_step, bad, pairs = (int(x) for x in blob["counters"])
+    best_score, seconds = (float(x) for x in blob["scores"])
+    history = [(int(s), float(v)) for s, v in blob["history"]]
+    return _State(step, best_score, best_step, bad, pairs, seconds, history, blob["best_weights"] or None)
