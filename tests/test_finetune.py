@@ -324,13 +324,6 @@ def test_demo_runs_offline_as_a_user_runs_it(tmp_path: Path) -> None:
     assert "the demo library was temporary" in run.stderr and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", ["finetune", "eval", "use", "demo"])
-def test_commands_have_help_and_are_documented(command: str) -> None:
-    result = runner.invoke(app, [command, "--help"])
-    assert result.exit_code == 0 and len(result.output) > 200
-    assert f"clipdex {command}" in (ROOT / "README-finetune.md").read_text()
-
-
 def test_builtin_tiny_loads_the_shipped_weights_and_never_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import retrieval.models as models
     from retrieval.errors import ModelNotAvailable
