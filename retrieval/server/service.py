@@ -65,7 +65,9 @@ class SearchService:
 
     def similar(self, item_id: int, options: SearchOptions) -> list[dict[str, object]]:
         """Items like item `item_id` (texts describing it with options.texts); ItemNotFound if unknown."""
-        return self.search(f"item:{item_id}", options)  # the item:ID check gives the 404
+        with self._lock:
+            self._row(item_id)  # 404 for any id the library does not hold, however large
+        return self.search(f"item:{item_id}", options)
 
     def item(self, item_id: int) -> dict[str, object]:
         with self._lock:
