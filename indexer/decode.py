@@ -200,10 +200,16 @@ def _parse_exif_time(value: object, offset: object) -> float | None:
 
 
 def _draft_for(img: Image.Image, spec: InputSpec) -> None:
-    """Let libjpeg downscale in the DCT domain, keeping at least twice the model size."""
+    """Let libjpeg downscale in the DCT domain to the smallest scale that covers the model input.
+
+    Both sides stay at least the model's longer side, so every resize mode still
+    downsamples (never upsamples) afterwards. On 12 MP phone photos this is 1/8
+    scale: 43 ms instead of 55 ms at 1/4, at 50 dB mean PSNR against a full decode
+    (benchmarks/index_throughput.py).
+    """
     if img.format not in ("JPEG", "MPO"):
         return
-    side = 2 * max(spec.height, spec.width)
+    side = max(spec.height, spec.width)
     img.draft("RGB", (side, side))
 
 

@@ -9,6 +9,7 @@ and answers (seq, result) until it reads None or the socket closes.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import sys
@@ -37,7 +38,8 @@ def serve(conn: Connection, spec: InputSpec, max_pixels: int, memory_mb: int) ->
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    fd, spec, max_pixels, memory_mb = sys.argv[1:5]
+    fd, spec, max_pixels, memory_mb, nice = sys.argv[1:6]
+    os.nice(int(nice))
     serve(Connection(int(fd)), InputSpec(**json.loads(spec)), int(max_pixels), int(memory_mb))
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import copy
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import open_clip
@@ -30,7 +31,7 @@ def encode_images(encoder: Encoder, pixels: np.ndarray) -> np.ndarray:
     std = torch.tensor(encoder.std, device=encoder.device).view(1, 3, 1, 1)
     x = ((x - mean) / std).to(dtype)
     with torch.no_grad(), _autocast(encoder):
-        feats = encoder.model.encode_image(x)  # type: ignore[operator]
+        feats = _image_forward(encoder)(x)  # (B, D)
     return _unit(feats)
 
 
@@ -59,6 +60,18 @@ def auto_batch_size(encoder: Encoder) -> int:
     side = encoder.input_spec.height * encoder.input_spec.width
     per_image = side * 3 * 2 * 40  # fp16 input with ~40x headroom for activations
     return int(max(32, min(512, free // 2 // per_image)))
+
+
+def _image_forward(encoder: Encoder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The image encoder to call. Under bf16 autocast, a copy of the image tower whose
+    weights are bf16 already: autocast would otherwise cast every weight again on
+    every batch (5-10% of a batch of 16 for ViT-B-32-256 on 2 cores)."""
+    model = encoder.model
+    if encoder.precision != "bf16" or not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
+        return model.encode_image  # type: ignore[return-value]
+    if encoder.bf16_image_tower is None:
+        encoder.bf16_image_tower = copy.deepcopy(model.visual).to(torch.bfloat16).eval()
+    return encoder.bf16_image_tower
 
 
 def _autocast(encoder: Encoder) -> Any:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import exif_with, make_photo
-from indexer.decode import DecodedImage, DecodeFailure, InputSpec, decode_image
+from indexer.decode import DecodedImage, DecodeFailure, InputSpec, _draft_for, decode_image
 
 SPEC = InputSpec(64, 64)
 
@@ -103,3 +103,23 @@ def test_huge_dimension_header_is_refused_before_decoding(tmp_path: Path) -> Non
     bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     (tmp_path / "bomb.png").write_bytes(bomb)
     assert failure(tmp_path / "bomb.png").startswith("too large")
+
+
+@pytest.mark.parametrize(
+    ("size", "spec", "drafted"),
+    [
+        ((4000, 3000), InputSpec(256, 256), (500, 375)),  # a phone photo: 1/8 scale still covers 256
+        ((4000, 3000), InputSpec(224, 224), (500, 375)),
+        ((1200, 900), InputSpec(256, 256), (600, 450)),  # 1/4 would leave 225 < 256: 1/2
+        ((300, 200), InputSpec(256, 256), (300, 200)),  # already small: decoded at full size
+    ],
+)
+def test_jpeg_draft_picks_the_smallest_scale_covering_the_model_input(
+    tmp_path: Path, size: tuple[int, int], spec: InputSpec, drafted: tuple[int, int]
+) -> None:
+    path = tmp_path / "p.jpg"
+    Image.new("RGB", size, (90, 140, 200)).save(path, quality=90)
+    with Image.open(path) as img:
+        _draft_for(img, spec)
+        assert img.size == drafted
+    assert decoded(path, spec).pixels.shape == (spec.height, spec.width, 3)

@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import TINY, env_without_pytest
-from retrieval.encode import encode_texts
+from retrieval.encode import encode_images, encode_texts
 from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
 from retrieval.models import DEFAULT_MODEL, ModelSpec, fingerprint_of, load_encoder
+from retrieval.synthetic import make_scenes, render
 
 CLIPDEX = str(Path(sys.executable).with_name("clipdex"))
 
@@ -182,3 +183,12 @@ def test_reduced_precision_keeps_the_model_identity_and_its_vectors_close(precis
     texts = ["a red circle above a blue square", "three small striped triangles"]
     cos = np.sum(encode_texts(full, texts) * encode_texts(fast, texts), axis=1)
     assert cos.min() > 0.99
+    size = full.input_spec.height
+    pixels = np.stack([np.asarray(render(s, size)) for s in make_scenes(8, seed=3)])  # (8, S, S, 3)
+    cos = np.sum(encode_images(full, pixels) * encode_images(fast, pixels), axis=1)
+    assert cos.min() > 0.99
+    # bf16 encodes images with a once-cast copy of the image tower; the model keeps fp32 weights.
+    assert (fast.bf16_image_tower is not None) == (precision == "bf16")
+    assert fast.model.visual.conv1.weight.dtype == torch.float32
+    if fast.bf16_image_tower is not None:
+        assert fast.bf16_image_tower.conv1.weight.dtype == torch.bfloat16

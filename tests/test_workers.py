@@ -34,6 +34,15 @@ def test_results_come_back_in_order_and_equal_in_process_decoding(tmp_path: Path
             assert got == want
 
 
+def test_decoders_run_at_lower_cpu_priority_than_the_encoder(tmp_path: Path) -> None:
+    path = str(make_photo(tmp_path / "a.jpg", seed=1))
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    for nice, want in ((PoolConfig().nice, min(19, own + 19)), (0, own)):
+        with DecodePool(SPEC, PoolConfig(workers=2, nice=nice)) as pool:
+            list(pool.decode([path] * 10))  # four files queue per worker: both have served some
+            assert [os.getpriority(os.PRIO_PROCESS, w.proc.pid) for w in pool._workers] == [want, want]
+
+
 def test_a_hanging_file_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
     fifo = tmp_path / "stuck.jpg"
     os.mkfifo(fifo)  # opening it blocks forever: a hung decoder
