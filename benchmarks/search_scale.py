@@ -1,6 +1,6 @@
 """Search at scale: the index layout clipdex chooses against exact flat search, in one run.
 
-    .venv/bin/python benchmarks/search_scale.py [--sizes 100000 1000000]
+    .venv/bin/python benchmarks/search_scale.py [--sizes 62500 100000 1000000]
 
 Vectors: 512-d unit vectors from a mixture of 1,000 clusters on the sphere, with
 the spread chosen so that the exact top-10 neighbours of a query have a mean
@@ -85,7 +85,7 @@ def run(n: int, queries_n: int) -> list[tuple[str, ...]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[62_500, 100_000, 1_000_000])  # 62,500: the flat limit at 512-d
     ap.add_argument("--queries", type=int, default=1000)
     args = ap.parse_args()
     faiss.omp_set_num_threads(max(1, faiss.omp_get_max_threads()))
