@@ -69,9 +69,13 @@ def _image_forward(encoder: Encoder) -> Callable[[torch.Tensor], torch.Tensor]:
     model = encoder.model
     if encoder.precision != "bf16" or not isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
         return model.encode_image  # type: ignore[return-value]
-    if encoder.bf16_image_tower is None:
-        encoder.bf16_image_tower = copy.deepcopy(model.visual).to(torch.bfloat16).eval()
-    return encoder.bf16_image_tower
+    cached = encoder.bf16_image_tower
+    # An Encoder copied with another model in place (evaluating a model in training) must not
+    # use the copy made from the first one's tower.
+    if cached is None or cached[0] is not model.visual:
+        cached = (model.visual, copy.deepcopy(model.visual).to(torch.bfloat16).eval())
+        encoder.bf16_image_tower = cached
+    return cached[1]
 
 
 def _autocast(encoder: Encoder) -> Any:

@@ -70,9 +70,9 @@ class Encoder:
     dim: int
     device: torch.device
     precision: str = "fp32"  # fp32 | fp16 (CUDA) | bf16 (autocast, CPUs with native bf16) | int8 (CPU)
-    # bf16 only: the image tower with its weights cast once, made on the first image batch
-    # (`model` keeps fp32 weights for fine-tuning and the fingerprint).
-    bf16_image_tower: torch.nn.Module | None = field(default=None, repr=False)
+    # bf16 only: (the image tower it was made from, a copy with bf16 weights), made on the
+    # first image batch. `model` keeps its fp32 weights for fine-tuning and the fingerprint.
+    bf16_image_tower: tuple[torch.nn.Module, torch.nn.Module] | None = field(default=None, repr=False)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
