@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -192,3 +194,15 @@ def test_reduced_precision_keeps_the_model_identity_and_its_vectors_close(precis
     assert fast.model.visual.conv1.weight.dtype == torch.float32
     if fast.bf16_image_tower is not None:
         assert fast.bf16_image_tower[1].conv1.weight.dtype == torch.bfloat16
+
+
+def test_a_bf16_encoder_copied_with_another_model_encodes_with_that_model() -> None:
+    base = load_encoder(TINY, "cpu", "bf16")
+    pixels = np.stack([np.asarray(render(s, base.input_spec.height)) for s in make_scenes(4, seed=5)])
+    before = encode_images(base, pixels)  # makes base's once-cast bf16 tower
+    other = copy.deepcopy(base.model)
+    with torch.no_grad():
+        other.visual.proj.neg_()  # the same tower with every image embedding negated
+    # What evaluate(encoder, model=net) does: the copy must not reuse base's cast tower.
+    got = encode_images(dataclasses.replace(base, model=other), pixels)
+    np.testing.assert_array_equal(got, -before)
