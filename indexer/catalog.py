@@ -7,6 +7,7 @@ the change log that FAISS indexes replay to catch up.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -24,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from indexer import db_guard, failpoints, schema
 from indexer.decode import ImageInfo, path_str
 from indexer.schema import changes, embeddings, items, meta, models, roots
-from retrieval.errors import CatalogError
+from retrieval.errors import CatalogError, DiskFull
 
 IMAGE = "image"
 TEXT = "text"
@@ -168,6 +169,13 @@ class Catalog:
                     yield conn
         except DBAPIError as e:
             _reraise(e, self.url)
+        except OSError as e:  # a full disk met outside the driver (the transaction rolled back)
+            if e.errno != errno.ENOSPC:
+                raise
+            raise DiskFull(
+                f"cannot write the catalog {self.url}: the disk is full ({e.strerror or e}). Every batch "
+                "committed before is kept; free some space and run the command again to resume"
+            ) from None
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
