@@ -7,6 +7,7 @@ the change log that FAISS indexes replay to catch up.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -24,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from indexer import db_guard, failpoints, schema
 from indexer.decode import ImageInfo, path_str
 from indexer.schema import changes, embeddings, items, meta, models, roots
-from retrieval.errors import CatalogError
+from retrieval.errors import CatalogError, DiskFull
 
 IMAGE = "image"
 TEXT = "text"
@@ -53,6 +54,7 @@ class FileRow:
     mtime_ns: int
     content_hash: str | None
     status: str
+    decode_tries: int  # runs in a row whose decoder process failed on this version of the file
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class FileRecord:
     content_hash: str
     info: ImageInfo | None = None
     reason: str | None = None  # set when the file is skipped
+    decode_tries: int = 0  # runs in a row whose decoder process failed on it (crash, hang, memory)
     vectors: dict[int, np.ndarray] = field(default_factory=dict)  # model id -> (D,) float32
     item_id: int | None = None  # set for an update of an existing item
     copy_from: int | None = None  # reuse this item's vectors (a copy of an indexed file)
@@ -166,6 +169,13 @@ class Catalog:
                     yield conn
         except DBAPIError as e:
             _reraise(e, self.url)
+        except OSError as e:  # a full disk met outside the driver (the transaction rolled back)
+            if e.errno != errno.ENOSPC:
+                raise
+            raise DiskFull(
+                f"cannot write the catalog {self.url}: the disk is full ({e.strerror or e}). Every batch "
+                "committed before is kept; free some space and run the command again to resume"
+            ) from None
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -274,10 +284,14 @@ class Catalog:
             # Paths below `base` sort between "base/" and "base0" ('0' follows '/').
             conds.append(or_(items.c.path == base, and_(items.c.path >= lo, items.c.path < lo[:-1] + b"0")))
         q = select(
-            items.c.id, items.c.path, items.c.size, items.c.mtime_ns, items.c.content_hash, items.c.status
+            items.c.id, items.c.path, items.c.size, items.c.mtime_ns, items.c.content_hash, items.c.status,
+            items.c.decode_tries,
         ).where(items.c.kind == IMAGE, or_(*conds))
         with self._read() as conn:
-            return [FileRow(r.id, bytes(r.path), r.size, r.mtime_ns, r.content_hash, r.status) for r in conn.execute(q)]
+            return [
+                FileRow(r.id, bytes(r.path), r.size, r.mtime_ns, r.content_hash, r.status, r.decode_tries)
+                for r in conn.execute(q)
+            ]
 
     def indexed_by_hash(self, hashes: Iterable[str]) -> dict[str, list[int]]:
         """Indexed image items for each content hash."""
@@ -335,6 +349,7 @@ class Catalog:
             "orientation": info.orientation if info else None,
             "status": SKIPPED if rec.reason else INDEXED,
             "reason": rec.reason,
+            "decode_tries": rec.decode_tries,
             "updated_at": time.time(),
         }
         if rec.item_id is None:

@@ -1,9 +1,12 @@
-"""A decoder worker process: `python -m indexer.decode_worker FD SPEC MAX_PIXELS MEMORY_MB`.
+"""A decoder worker process, started by `indexer.workers` as
+`python -P -s -c BOOTSTRAP PACKAGE_DIR FD SPEC MAX_PIXELS MEMORY_MB NICE` from `/`.
 
-It is started as a fresh interpreter (not forked or spawned from the parent's
-`__main__`), so any program can index, with or without a main guard, and the
-worker imports only Pillow and numpy. It reads (seq, path) from the socket FD
-and answers (seq, result) until it reads None or the socket closes.
+It is a fresh interpreter (not forked or spawned from the parent's `__main__`), so
+any program can index, with or without a main guard, and the worker imports only
+Pillow and numpy. Its sys.path holds neither the folder `clipdex` runs in nor the
+user's site-packages: a `json.py` lying in a photo folder is never run. It reads
+(seq, path) from the socket FD and answers (seq, result) until it reads None or the
+socket closes.
 """
 
 from __future__ import annotations
@@ -13,9 +16,17 @@ import os
 import resource
 import signal
 import sys
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from indexer import failpoints
 from indexer.decode import DecodeFailure, DecodeResult, InputSpec, decode_image
+
+
+@dataclass(frozen=True)
+class WorkerFailure(DecodeFailure):
+    """The decoder process, not the file, failed (it crashed, hung or ran out of memory):
+    the file may well decode on another run, so it is retried a few times."""
 
 
 def serve(conn: Connection, spec: InputSpec, max_pixels: int, memory_mb: int) -> None:
@@ -29,10 +40,11 @@ def serve(conn: Connection, spec: InputSpec, max_pixels: int, memory_mb: int) ->
         if task is None:
             return
         seq, path = task
+        failpoints.hit(failpoints.DECODER_BEFORE_DECODE)
         try:
             result: DecodeResult = decode_image(path, spec, max_pixels)
         except MemoryError:
-            result = DecodeFailure(f"decoder ran out of memory (limit {memory_mb} MB)")
+            result = WorkerFailure(f"decoder ran out of memory (limit {memory_mb} MB)")
         conn.send((seq, result))
 
 
@@ -41,7 +53,3 @@ def main() -> None:
     fd, spec, max_pixels, memory_mb, nice = sys.argv[1:6]
     os.nice(int(nice))
     serve(Connection(int(fd)), InputSpec(**json.loads(spec)), int(max_pixels), int(memory_mb))
-
-
-if __name__ == "__main__":
-    main()

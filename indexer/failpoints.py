@@ -4,7 +4,11 @@ When the variable names a point, the process SIGKILLs itself the `count`-th time
 (default: the first time) execution reaches that point, exactly as a power cut or
 the OOM killer would stop it: no `finally`, no atexit, no flush. Unset, a point
 costs one comparison. The variable is read on the first hit, so a process forked
-from one that imported this module still sees its own environment.
+from one that imported this module still sees its own environment; decoder
+workers, fresh processes, read it for their own point.
+
+In-process tests can instead `arm` a point with an error to raise there (say
+OSError(ENOSPC), a disk that fills up) rather than a kill, and `disarm` it.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ CATALOG_AFTER_COMMIT = "catalog.after_commit"  # the batch committed
 INDEX_AFTER_TEMP_WRITE = "index.after_temp_write"  # temp file written and fsynced, not renamed
 INDEX_AFTER_REPLACE = "index.after_replace"  # renamed into place, directory not yet fsynced
 POINTS = (CATALOG_MID_BATCH, CATALOG_BEFORE_COMMIT, CATALOG_AFTER_COMMIT, INDEX_AFTER_TEMP_WRITE, INDEX_AFTER_REPLACE)
+# Points in decoder worker processes (tests/test_worker_isolation.py runs them): killing one
+# is a codec crashing, not the indexing process dying, so tests/test_crash.py does not.
+DECODER_BEFORE_DECODE = "decoder.before_decode"  # a worker took its next file, not yet opened
+WORKER_POINTS = (DECODER_BEFORE_DECODE,)
 
 _UNREAD = object()
 _armed: object = _UNREAD  # _UNREAD, None (disarmed) or the armed point's name
 _remaining = 0
+_error: BaseException | None = None  # raised at the point instead of the kill
 
 
 class FailpointError(ValueError):
@@ -32,7 +41,8 @@ class FailpointError(ValueError):
 
 
 def hit(name: str) -> None:
-    """Kill this process with SIGKILL if `name` is armed and its count is reached."""
+    """Kill this process with SIGKILL if `name` is armed and its count is reached
+    (or raise the error it was armed with: from then on at every hit, until disarmed)."""
     global _remaining
     if _armed is None:
         return
@@ -41,15 +51,32 @@ def hit(name: str) -> None:
     if _armed != name:
         return
     _remaining -= 1
-    if _remaining <= 0:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _remaining > 0:
+        return
+    if _error is not None:
+        raise _error
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(name: str, count: int = 1, error: BaseException | None = None) -> None:
+    """Arm `name` in this process, ignoring CLIPDEX_FAILPOINT: at its `count`-th hit it raises
+    `error`, or kills the process when there is none. Raises FailpointError for an unknown point."""
+    global _armed, _remaining, _error
+    _armed, _remaining = parse(f"{name}:{count}")
+    _error = error
+
+
+def disarm() -> None:
+    """Undo `arm`: CLIPDEX_FAILPOINT is read again on the next hit."""
+    global _armed, _error
+    _armed, _error = _UNREAD, None
 
 
 def parse(spec: str) -> tuple[str, int]:
     """`name` or `name:count` as (name, count); raise FailpointError for anything else."""
     name, _, count = spec.strip().partition(":")
-    if name not in POINTS:
-        raise FailpointError(f"{ENV}={spec!r}: unknown point; known points: {', '.join(POINTS)}")
+    if name not in POINTS + WORKER_POINTS:
+        raise FailpointError(f"{ENV}={spec!r}: unknown point; known points: {', '.join(POINTS + WORKER_POINTS)}")
     if count and not (count.isdigit() and int(count) >= 1):
         raise FailpointError(f"{ENV}={spec!r}: the count after ':' must be a whole number of at least 1")
     return name, int(count) if count else 1

@@ -3,6 +3,10 @@
 The run is planned from file stats alone (no hashing of unchanged files), then
 executed in batches that are each committed in one transaction, so an
 interrupted run loses at most the batch in flight.
+
+A skipped file is planned again when it changes. One whose decoder process crashed,
+hung or ran out of memory (a `WorkerFailure`: the cause may lie outside the file) is
+also planned again by the next runs, up to MAX_DECODE_TRIES runs in a row.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import numpy as np
 
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRecord, FileRow, ModelRow, WriteBatch
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, DecodeResult, InputSpec
+from indexer.decode_worker import WorkerFailure
 from indexer.workers import DecodePool, PoolConfig
 from indexer.scan import FileStat, content_hash, scan_roots
 from retrieval.encode import auto_batch_size, encode_images, encode_texts
 from retrieval.models import Encoder
+
+MAX_DECODE_TRIES = 3  # runs in a row a file's decoder may crash, hang or run out of memory on it
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,10 @@ def _plan(catalog: Catalog, files: dict[bytes, FileStat], known: list[FileRow], 
             else:
                 plan.encode.append(FileRecord(path, st.size, st.mtime_ns, digest, item_id=row.id))
                 report.updated += 1
+        elif row.status == SKIPPED and 0 < row.decode_tries < MAX_DECODE_TRIES:  # its decoder failed: retry
+            digest = row.content_hash or ""
+            plan.encode.append(FileRecord(path, st.size, st.mtime_ns, digest, item_id=row.id, decode_tries=row.decode_tries))
+            report.updated += 1
 
     gone: dict[str, list[FileRow]] = {}
     for row in known:
@@ -234,12 +245,13 @@ def _attach(
     batch: list[FileRecord], decoded: dict[InputSpec, list[DecodeResult]], models: Sequence[ModelPair], clock: _Clock
 ) -> None:
     """Record each file's decode outcome and attach every model's vector to the decoded ones."""
+    failures: dict[int, list[DecodeFailure]] = {}
     for model, encoder in models:
         results = decoded[encoder.input_spec]
         ok = [(rec, res) for rec, res in zip(batch, results) if isinstance(res, DecodedImage)]
-        for rec, res in zip(batch, results):
+        for i, (rec, res) in enumerate(zip(batch, results)):
             if isinstance(res, DecodeFailure):
-                rec.reason = res.reason
+                failures.setdefault(i, []).append(res)
             elif rec.info is None:
                 rec.info = res.info
         if ok:
@@ -247,6 +259,22 @@ def _attach(
                 vectors = encode_images(encoder, np.stack([res.pixels for _, res in ok]))  # (B, D)
             for (rec, _), v in zip(ok, vectors):
                 rec.vectors[model.id] = v
+    for i, rec in enumerate(batch):
+        _record_failures(rec, failures.get(i, []))
+
+
+def _record_failures(rec: FileRecord, failures: list[DecodeFailure]) -> None:
+    """Set the file's skip reason and its count of decoder failures in a row (none: it decoded)."""
+    lasting = [f for f in failures if not isinstance(f, WorkerFailure)]
+    if not failures or lasting:  # decoded, or the file itself cannot be decoded until it changes
+        rec.decode_tries = 0
+        rec.reason = lasting[0].reason if lasting else None
+        return
+    rec.decode_tries += 1
+    if rec.decode_tries < MAX_DECODE_TRIES:
+        rec.reason = f"{failures[0].reason}; retried on the next run (try {rec.decode_tries} of {MAX_DECODE_TRIES})"
+    else:
+        rec.reason = f"{failures[0].reason} on {MAX_DECODE_TRIES} runs in a row; retried only when the file changes"
 
 
 def _fill_images(

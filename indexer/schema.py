@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
@@ -82,6 +82,9 @@ items = Table(
     Column("status", String(8), nullable=False),  # indexed | skipped
     Column("reason", Text),
     Column("updated_at", Float, nullable=False),
+    # Runs in a row whose decoder process crashed, hung or ran out of memory on this
+    # version of the file (revision 0002); 0 once it decodes, fails for good or changes.
+    Column("decode_tries", Integer, nullable=False, server_default="0"),
 )
 Index("ix_items_kind_status", items.c.kind, items.c.status)
 Index("ix_items_hash", items.c.content_hash)

@@ -1,11 +1,15 @@
 """Decode in worker processes, overlapped with inference, with crashes and hangs contained.
 
 `DecodePool.decode(paths)` yields results in input order while the workers (fresh
-`python -m indexer.decode_worker` processes) run ahead of the consumer by a
-bounded number of files, so decoding continues while the main process encodes. Each worker runs the same pure
+`indexer.decode_worker` processes) run ahead of the consumer by a bounded number of
+files, so decoding continues while the main process encodes. Each worker runs the same pure
 `indexer.decode.decode_image`. A worker that crashes, exceeds its memory limit or
-hangs past the time limit is replaced, and its file is recorded as a failure with
-the reason; the run goes on.
+hangs past the time limit is replaced, and its file is recorded as a `WorkerFailure`
+with the reason; the run goes on.
+
+Workers start from `/` with `-P -s`: the folder `clipdex` runs in (where a stray or
+planted `json.py` or `numpy.py` may lie) and the user's site-packages are not on
+their sys.path, and `indexer` is loaded from the folder this package was loaded from.
 """
 
 from __future__ import annotations
@@ -22,11 +26,25 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Iterable, Iterator
 
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, DecodeResult, InputSpec
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeResult, InputSpec
+from indexer.decode_worker import WorkerFailure
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MEMORY_MB = 4096
 _PER_WORKER_QUEUE = 4  # files handed to a worker ahead of time, so it never waits on the parent
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))  # this `indexer` package, for the workers
+# A worker's first lines. `-m indexer.decode_worker` would put the current folder first on
+# sys.path; instead `indexer` is imported from _PACKAGE_DIR (argv[1]) by file location, so an
+# editable install, a PYTHONPATH checkout and site-packages all give the parent's own code.
+_BOOTSTRAP = """
+import importlib.util, os, sys
+folder = sys.argv.pop(1)
+spec = importlib.util.spec_from_file_location("indexer", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+sys.modules["indexer"] = package = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(package)
+from indexer.decode_worker import main
+main()
+"""
 
 
 @dataclass(frozen=True)
@@ -46,15 +64,19 @@ class PoolConfig:
 
 
 class _Worker:
-    """One `python -m indexer.decode_worker` process and the files queued on it."""
+    """One decoder process and the files queued on it."""
 
     def __init__(self, spec: InputSpec, cfg: PoolConfig) -> None:
         parent, child = socket.socketpair()
         args = [json.dumps(asdict(spec)), str(cfg.max_pixels), str(cfg.memory_mb), str(cfg.nice)]
+        # -P: no script or current folder on sys.path; -s: no user site-packages. Not -I, which
+        # would drop PYTHONPATH too. cwd "/": an empty or relative PYTHONPATH entry, which
+        # Python resolves against the current folder, cannot reach the user's folder either.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "indexer.decode_worker", str(child.fileno()), *args],
+            [sys.executable, "-P", "-s", "-c", _BOOTSTRAP, _PACKAGE_DIR, str(child.fileno()), *args],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
+            cwd="/",
         )
         child.close()
         self.conn = Connection(parent.detach())
@@ -101,7 +123,7 @@ class DecodePool:
 
     def decode(self, paths: Iterable[bytes | str]) -> Iterator[DecodeResult]:
         """Decode every path, yielding results in order as soon as each is ready."""
-        run = _Run(self, list(paths))
+        run = _Run(self, [_absolute(p) for p in paths])  # workers run from "/"
         thread = threading.Thread(target=run.pump, name="clipdex-decode", daemon=True)
         thread.start()
         try:
@@ -202,7 +224,7 @@ class _Run:
         """The worker's current file failed; its queued files go to the replacement."""
         w = self.pool._workers[index]
         seq, _, _ = w.tasks.popleft()
-        self._deliver(seq, DecodeFailure(reason))
+        self._deliver(seq, WorkerFailure(reason))
         queued = list(w.tasks)
         self.pool._replace(index)
         fresh = self.pool._workers[index]
@@ -214,3 +236,10 @@ class _Run:
         with self.cond:
             self.done[seq] = result
             self.cond.notify_all()
+
+
+def _absolute(path: bytes | str) -> bytes | str:
+    """`path` joined to the current folder when relative (not normalised: `..` stays as the kernel sees it)."""
+    if os.path.isabs(path):
+        return path
+    return os.path.join(os.getcwdb(), path) if isinstance(path, bytes) else os.path.join(os.getcwd(), path)

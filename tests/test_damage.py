@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import TINY, make_photo
-from indexer import vector_index
+from indexer import failpoints, vector_index
 from retrieval.errors import CatalogError, DiskFull
 from retrieval.library import Library
 
@@ -50,18 +51,37 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+def mount_small_disk(mount: Path) -> None:
+    """Mount an 8 MB tmpfs on `mount`; without one, skip, or fail under CI=true (CI runs as root)."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode == 0:
+        return
+    why = f"cannot mount a tmpfs on {mount} ({done.stderr.decode().strip()})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the full-disk tests must run in CI, as root: {why}")
+    pytest.skip(f"{why}; the injected-ENOSPC tests cover index saves and catalog commits")
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MB tmpfs: writes fail with ENOSPC exactly as on a full disk (needs root)."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); the injected-ENOSPC test covers saves")
+    mount_small_disk(mount)
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_no_tmpfs_skips_outside_ci_and_fails_in_ci(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nowhere = tmp_path / "no-such-folder"  # mount(8) refuses a mount point that does not exist, even for root
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=f"the full-disk tests must run in CI, as root: cannot mount a tmpfs on {nowhere}"):
+        mount_small_disk(nowhere)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=f"cannot mount a tmpfs on {nowhere}"):
+        mount_small_disk(nowhere)
 
 
 def test_full_disk_during_index_save_keeps_the_previous_index(tmp_path: Path, photos: Path, small_disk: Path) -> None:
@@ -154,6 +174,46 @@ def test_injected_enospc_at_fsync_leaves_no_temp_file(library: Library, photos: 
     assert temp_files(path.parent) == []
     with Library.open(library.home) as again:
         assert search_ids(again) == stored_ids(again) and len(stored_ids(again)) == 13
+
+
+@contextmanager
+def disk_full_from_commit(count: int) -> Iterator[None]:
+    """From the `count`-th catalog commit in the block on, every commit meets a full disk."""
+    failpoints.arm(failpoints.CATALOG_BEFORE_COMMIT, count, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    try:
+        yield
+    finally:
+        failpoints.disarm()
+
+
+def test_injected_enospc_in_a_catalog_commit_keeps_every_committed_batch(tmp_path: Path, photos: Path) -> None:
+    """Without root: the disk fills up inside a catalog transaction, every row written, none committed."""
+    home = tmp_path / "lib"
+    with Library.open(home) as lib:
+        lib.index([photos], model=TINY)
+        before = stored_ids(lib)
+        assert search_ids(lib) == before and len(before) == 12
+    for i in range(20):
+        make_photo(photos / "new" / f"n{i:02d}.jpg", seed=700 + i)
+
+    with Library.open(home) as lib:
+        lib.search("warm up", top=1)
+        with disk_full_from_commit(2), pytest.raises(DiskFull) as err:
+            lib.index(batch_size=8)  # batches of 8, 8, 4: the first commits, the second meets the full disk
+    assert str(err.value) == (
+        f"cannot write the catalog sqlite:///{home / 'catalog.db'}: the disk is full (No space left on device). "
+        "Every batch committed before is kept; free some space and run the command again to resume"
+    )
+    with Library.open(home) as lib:
+        assert lib.catalog.check_integrity(full=True) == []
+        kept = stored_ids(lib)
+        assert set(before) < set(kept) and len(kept) == 12 + 8  # nothing lost, the rolled-back batch absent
+        assert search_ids(lib) == kept  # FAISS caught up with exactly the committed vectors
+        report = lib.index()  # the disk has room again: the run resumes
+        assert (report.added, report.encoded) == (12, 12)
+        assert len(stored_ids(lib)) == 12 + 20
+        assert search_ids(lib) == stored_ids(lib)
+        assert lib.status().index["in_sync"] is True
 
 
 def test_temp_file_of_a_killed_save_is_removed_on_open(library: Library, photos: Path) -> None:

@@ -57,3 +57,37 @@ def test_a_first_schema_library_opens_searches_and_keeps_its_items(tmp_path: Pat
     assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(schema.HEAD_REVISION,)]
     con.close()
     assert json.loads((home / "config.json").read_text())["catalog_id"] == "0001f1x7u2e0000000000000000v1"
+
+
+def test_files_skipped_for_a_decoder_failure_before_0002_are_retried(tmp_path: Path) -> None:
+    """Revision 0001 skipped a file whose decoder crashed, hung or ran out of memory until the
+    file changed; the upgrade counts one try for each, so the next run retries them."""
+    home = tmp_path / "old-lib"
+    shutil.copytree(FIXTURE, home)
+    reasons = {
+        b"/clipdex-fixture/photos/a.jpg": "decoder crashed (exit -11)",
+        b"/clipdex-fixture/photos/b.jpg": "decoder timed out after 60s",
+        b"/clipdex-fixture/photos/c.jpg": "decoder ran out of memory (limit 4096 MB)",
+        b"/clipdex-fixture/photos/d.jpg": "not a supported image format",
+        b"/clipdex-fixture/photos/e.jpg": "out of memory while decoding",  # the file is too big for the limit
+    }
+    con = sqlite3.connect(home / "catalog.db")
+    con.executemany(
+        "INSERT INTO items (kind, path, display_path, size, mtime_ns, status, reason, updated_at) "
+        "VALUES ('image', ?, ?, 10, 1700000000000000000, 'skipped', ?, 0)",
+        [(path, path.decode(), reason) for path, reason in reasons.items()],
+    )
+    con.commit()
+    con.close()
+    with Library.open(home) as lib:
+        tries = {row.path: row.decode_tries for row in lib.catalog.files_under([b"/clipdex-fixture"])}
+    assert tries == {
+        b"/clipdex-fixture/photos/beach.jpg": 0,
+        b"/clipdex-fixture/photos/caf\xe9.jpg": 0,
+        b"/clipdex-fixture/photos/forest.png": 0,
+        b"/clipdex-fixture/photos/a.jpg": 1,
+        b"/clipdex-fixture/photos/b.jpg": 1,
+        b"/clipdex-fixture/photos/c.jpg": 1,
+        b"/clipdex-fixture/photos/d.jpg": 0,
+        b"/clipdex-fixture/photos/e.jpg": 0,
+    }

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import make_photo
 from indexer.decode import DecodedImage, DecodeFailure, InputSpec, decode_image
+from indexer.decode_worker import WorkerFailure
 from indexer.workers import DecodePool, PoolConfig
 
 SPEC = InputSpec(64, 64)
@@ -50,7 +51,7 @@ def test_a_hanging_file_times_out_and_the_run_goes_on(tmp_path: Path) -> None:
     with DecodePool(SPEC, PoolConfig(workers=1, timeout_s=1.0)) as pool:
         results = list(pool.decode([good[0], str(fifo), good[1], good[2]]))
         assert pool.restarts == 1
-    assert results[1] == DecodeFailure("decoder timed out after 1s")
+    assert results[1] == WorkerFailure("decoder timed out after 1s")  # retried by the next run
     assert all(isinstance(r, DecodedImage) for r in (results[0], results[2], results[3]))
 
 
@@ -65,7 +66,7 @@ def test_a_crashed_decoder_is_replaced_and_its_file_reported(tmp_path: Path) -> 
         threading.Timer(1.0, os.kill, (victim, signal.SIGKILL)).start()
         started = time.monotonic()
         results = list(pool.decode([str(fifo), good]))
-    assert results[0] == DecodeFailure("decoder crashed (exit -9)")
+    assert results[0] == WorkerFailure("decoder crashed (exit -9)")
     assert isinstance(results[1], DecodedImage)
     assert time.monotonic() - started < 30
 
