@@ -162,7 +162,8 @@ def _number_lists(path: Path, column: Any) -> np.ndarray:
     is_list = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
     numeric = is_list and (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
     if not numeric:
-        raise InputFileError(f"{path}: column 'embedding' holds {t}, not lists of numbers")
+        what = f"lists of {t.value_type}" if is_list else str(t)
+        raise InputFileError(f"{path}: column 'embedding' holds {what}, not lists of numbers")
     if column.null_count:
         raise InputFileError(f"{path}: row {_first_null(column)} (counting from 0) has no embedding (null)")
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)  # (N,)
