@@ -49,7 +49,7 @@ def hide_password(url: str) -> str:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
-        return re.sub(r"://[^/?#]*@", "://***@", url)  # user and password: the parser cannot tell them apart
+        return re.sub(r"://[^@]*@", "://***@", url, count=1)  # user and password: the parser cannot tell them apart
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 

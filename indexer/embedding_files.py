@@ -15,7 +15,7 @@ import numpy as np
 from retrieval.errors import InputFileError
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_CHECK_ROWS = 65536  # rows checked at a time in float64: bounds the extra memory of a large import
+_CHECK_ROWS = 8192  # rows checked at a time in float64: bounds the extra memory of a large import (~50 MB at D=768)
 
 
 def read_embeddings(path: Path, items_path: Path | None, kind: str) -> tuple[list[str], np.ndarray]:

@@ -440,7 +440,7 @@ def _read_config(path: Path) -> dict[str, object]:
     if not isinstance(config, dict):
         raise CatalogError(f"{path} is damaged (not a JSON object); fix or delete it")
     db = config.get("db")
-    if db is not None and not (isinstance(db, str) and db_guard.is_url(db)):
+    if db not in (None, "") and not (isinstance(db, str) and db_guard.is_url(db)):  # "": the default catalog
         value = repr(db_guard.hide_password(db)) if isinstance(db, str) else f"a JSON {type(db).__name__}"
         raise CatalogError(
             f"{path}: its db setting ({value}) is not a database URL such as postgresql+psycopg://USER@HOST/DB; "
