@@ -101,7 +101,9 @@ def _as_real_matrix(vectors: Any) -> np.ndarray:
 
 def _check_dtype(dtype: np.dtype[Any], what: str) -> None:
     if dtype.kind == "c":
-        raise InputFileError(f"{what} are complex numbers ({dtype}); embeddings are real: keep the real part yourself if that is meant")
+        raise InputFileError(
+            f"{what} are complex numbers ({dtype}); embeddings are real: keep the real part yourself if that is meant"
+        )
     if dtype.kind not in "biuf":
         raise InputFileError(f"{what} hold {dtype} values, not numbers")
 

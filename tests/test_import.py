@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -196,7 +197,9 @@ GOOD = unit_rows(3, seed=4).tolist()
     ],
     ids=["npy-strings", "npy-complex", "ragged", "null-row", "null-value", "string-values", "null-path", "int-paths", "nul-in-path"],
 )
-def test_malformed_embedding_files_are_one_error_line(tmp_path: Path, private_home: Path, three_imported: dict[str, bytes], make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_embedding_files_are_one_error_line(
+    tmp_path: Path, private_home: Path, three_imported: dict[str, bytes], make: Callable[[Path], list[str]], message: str
+) -> None:
     code, out, err = cli("import", *make(tmp_path))
     assert code == 1 and out == ""
     assert err.startswith(message.format(t=tmp_path)) and len(err.splitlines()) == 1, err
