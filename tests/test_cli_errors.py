@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -29,15 +30,26 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.fixture
-def library_with_one_item(tmp_path: Path, private_home: Path) -> Path:
-    """A library holding one imported image vector; returns its config.json."""
-    vec = np.random.default_rng(0).standard_normal((1, 128)).astype(np.float32)
-    np.save(tmp_path / "v.npy", vec)
-    (tmp_path / "items.txt").write_text("/x/kept.jpg\n")
-    code, _, err = run("import", str(tmp_path / "v.npy"), "--items", str(tmp_path / "items.txt"), "--model", "clipdex-tiny")
+@pytest.fixture(scope="module")
+def one_item_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A library holding one imported image vector."""
+    work = tmp_path_factory.mktemp("one-item")
+    np.save(work / "v.npy", np.random.default_rng(0).standard_normal((1, 128)).astype(np.float32))
+    (work / "items.txt").write_text("/x/kept.jpg\n")
+    home = work / "lib"
+    code, _, err = run("import", str(work / "v.npy"), "--items", str(work / "items.txt"), "--model", "clipdex-tiny", "--library", str(home))
     assert code == 0, err
-    return private_home / "config.json"
+    return home
+
+
+@pytest.fixture
+def library_with_one_item(one_item_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """`one_item_home` as this test's CLIPDEX_HOME; returns its config.json, restored afterwards."""
+    monkeypatch.setenv("CLIPDEX_HOME", str(one_item_home))
+    config = one_item_home / "config.json"
+    saved = config.read_text()
+    yield config
+    config.write_text(saved)
 
 
 def assert_still_holds_its_item(config: Path, before: str) -> None:

@@ -108,12 +108,20 @@ def stored_vectors(home: Path) -> dict[str, bytes]:
         return {lib.item(int(i)).path: v.tobytes() for i, v in zip(ids, vecs)}  # type: ignore[union-attr]
 
 
-@pytest.fixture
-def three_imported(tmp_path: Path, private_home: Path) -> dict[str, bytes]:
-    """A library whose three images got good vectors by import."""
-    code, _, err = cli("import", *save_npy(tmp_path, unit_rows(3)), "--model", "clipdex-tiny")
+@pytest.fixture(scope="module")
+def imported_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A library whose three images got good vectors by import; the refused imports below leave it as it is."""
+    work = tmp_path_factory.mktemp("imported")
+    code, _, err = cli("import", *save_npy(work, unit_rows(3)), "--model", "clipdex-tiny", "--library", str(work / "lib"))
     assert code == 0, err
-    return stored_vectors(private_home)
+    return work / "lib"
+
+
+@pytest.fixture
+def three_imported(imported_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """The vectors of `imported_home`, which is this test's CLIPDEX_HOME."""
+    monkeypatch.setenv("CLIPDEX_HOME", str(imported_home))
+    return stored_vectors(imported_home)
 
 
 def with_value(row: int, col: int, value: float, dtype: type = np.float32, n: int = 3) -> np.ndarray:
@@ -134,24 +142,24 @@ def with_value(row: int, col: int, value: float, dtype: type = np.float32, n: in
     ids=["nan", "inf", "float16-inf", "1e200", "beyond-float32"],
 )
 def test_a_non_finite_or_overflowing_row_rejects_the_whole_file(
-    tmp_path: Path, private_home: Path, three_imported: dict[str, bytes], vectors: np.ndarray, message: str
+    tmp_path: Path, imported_home: Path, three_imported: dict[str, bytes], vectors: np.ndarray, message: str
 ) -> None:
     items = ["/x/new.jpg", "/x/2.jpg", "/x/3.jpg"]  # a new path and two that already have good vectors
     code, out, err = cli("import", *save_npy(tmp_path, vectors, items))
     assert code == 1 and out == ""
     assert err.startswith(message) and len(err.splitlines()) == 1, err
-    assert stored_vectors(private_home) == three_imported  # nothing replaced, nothing added
+    assert stored_vectors(imported_home) == three_imported  # nothing replaced, nothing added
     code, out, _ = cli("status", "--json")
     assert json.loads(out)["images"] == 3 and json.loads(out)["index"]["in_sync"] is True
 
 
-def test_a_bad_parquet_row_changes_nothing(tmp_path: Path, private_home: Path, three_imported: dict[str, bytes]) -> None:
+def test_a_bad_parquet_row_changes_nothing(tmp_path: Path, imported_home: Path, three_imported: dict[str, bytes]) -> None:
     vecs = unit_rows(3, seed=3).tolist()
     vecs[2][100] = float("nan")
     pq.write_table(pa.table({"path": PATHS, "embedding": vecs}), tmp_path / "e.parquet")
     code, _, err = cli("import", str(tmp_path / "e.parquet"))
     assert code == 1 and err.startswith("error: row 2 (counting from 0: '/x/3.jpg') holds nan at column 100"), err
-    assert stored_vectors(private_home) == three_imported
+    assert stored_vectors(imported_home) == three_imported
 
 
 def test_huge_and_tiny_rows_keep_their_direction(tmp_path: Path, private_home: Path) -> None:
@@ -198,9 +206,9 @@ GOOD = unit_rows(3, seed=4).tolist()
     ids=["npy-strings", "npy-complex", "ragged", "null-row", "null-value", "string-values", "null-path", "int-paths", "nul-in-path"],
 )
 def test_malformed_embedding_files_are_one_error_line(
-    tmp_path: Path, private_home: Path, three_imported: dict[str, bytes], make: Callable[[Path], list[str]], message: str
+    tmp_path: Path, imported_home: Path, three_imported: dict[str, bytes], make: Callable[[Path], list[str]], message: str
 ) -> None:
     code, out, err = cli("import", *make(tmp_path))
     assert code == 1 and out == ""
     assert err.startswith(message.format(t=tmp_path)) and len(err.splitlines()) == 1, err
-    assert stored_vectors(private_home) == three_imported
+    assert stored_vectors(imported_home) == three_imported
