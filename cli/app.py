@@ -7,6 +7,7 @@ line and an exit code.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ import typer
 import typer.core
 
 from cli import demo_cmd, info_cmds, search_cmd, serve_cmd, train_cmds, write_cmds
+from cli.render import note
 from retrieval.errors import ClipdexError
 
 EXIT_ERROR = 1
@@ -25,11 +27,12 @@ class _App(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except ClipdexError as e:
-            typer.echo(f"error: {e}", err=True)
+            note(f"error: {e}")
             raise typer.Exit(EXIT_ERROR) from None
         except OSError as e:
-            where = f" {e.filename}" if getattr(e, "filename", None) else ""
-            typer.echo(f"error:{where} {e.strerror or e}", err=True)
+            name = getattr(e, "filename", None)
+            where = f" {os.fsdecode(name)}" if isinstance(name, (str, bytes)) and name else ""
+            note(f"error:{where} {e.strerror or e}")
             raise typer.Exit(EXIT_ERROR) from None
 
 

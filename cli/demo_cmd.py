@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.render import note
+from cli.render import note, shown
 
 
 def demo(
@@ -20,12 +20,12 @@ def demo(
     from retrieval.demo import run_demo
 
     report = run_demo(library, images, note=note)
-    typer.echo(f"indexed {report.images} pictures in {report.index_seconds:.1f}s ({report.photos})")
+    typer.echo(f"indexed {report.images} pictures in {report.index_seconds:.1f}s ({shown(report.photos)})")
     titles = {"text": "text → images", "image": "image → similar images", "text-by-image": "image → captions"}
     for q in report.queries:
-        typer.echo(f"\n{titles[q.kind]}: {q.query!r}   (expected: {q.expected})")
+        typer.echo(f"\n{titles[q.kind]}: {shown(repr(q.query))}   (expected: {shown(q.expected)})")
         for label, score in q.results:
-            typer.echo(f"  {score:.3f}  {label}" + ("   ✓" if label == q.expected else ""))
+            typer.echo(f"  {score:.3f}  {shown(label)}" + ("   ✓" if label == q.expected else ""))
     recall = "  ".join(f"R@{k} {v:.2f}" for k, v in report.recall.items())
     typer.echo(f"\ntext → image over all {report.captions} captions: {recall}")
     if library is None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli.options import DbOpt, JsonOpt, LibraryOpt, open_library
-from cli.render import print_json
+from cli.render import echo, print_json, shown
 
 
 def status(
@@ -25,21 +25,21 @@ def status(
     index = st.index
     sync = "in sync" if index["in_sync"] else "out of date (rebuilt on next search)"
     lines = [
-        f"library   {st.home}",
+        f"library   {shown(st.home)}",
         f"images    {st.images} indexed, {st.skipped} skipped",
         f"texts     {st.texts}",
         f"index     {index['type']}, {index['vectors']} vectors, {_mb(index['memory_bytes'])} in memory, {sync}",
         f"on disk   {_mb(st.size_bytes)}",
-        f"model     {st.active_model or 'none yet'}",
+        f"model     {shown(st.active_model or 'none yet')}",
     ]
-    lines += [f"root      {r['path']}" + ("" if r["exists"] else "  (missing)") for r in st.roots]
+    lines += [f"root      {shown(r['path'])}" + ("" if r["exists"] else "  (missing)") for r in st.roots]
     lines += [
-        f"  {'*' if m['active'] else ' '} {m['name']}  {m['images']} images, {m['texts']} texts  [{m['fingerprint']}]"
+        f"  {'*' if m['active'] else ' '} {shown(m['name'])}  {m['images']} images, {m['texts']} texts  [{shown(m['fingerprint'])}]"
         for m in st.models
     ]
     typer.echo("\n".join(lines))
     for e in st.errors or []:
-        typer.echo(f"skipped   {e['path']}: {e['reason']}")
+        echo(f"skipped   {e['path']}: {e['reason']}")
 
 
 def models(as_json: JsonOpt = False) -> None:

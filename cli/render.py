@@ -1,8 +1,14 @@
-"""Output helpers: JSON and tables on stdout, progress and notes on stderr."""
+"""Output helpers: JSON and tables on stdout, progress and notes on stderr.
+
+Every text that comes from outside (a file name, a caption, a model name, an error
+message quoting them) passes through `shown` before it reaches a terminal: a file
+named `ESC ]52;c;… BEL` must not write the clipboard when `clipdex search` lists it.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -10,12 +16,39 @@ from typing import Any, Callable, Iterator
 import typer
 
 
+# C0 controls (tab and newline too), DEL, C1 controls, bidirectional marks, embeddings,
+# overrides and isolates, and lone surrogates (a non-UTF-8 argument), which no terminal can show.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# What JSON may carry raw but a terminal would act on: DEL, C1, bidi marks and lone surrogates
+# (json.dumps already escapes C0). Only strings can hold them, so \uXXXX keeps the values exact.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def shown(value: object) -> str:
+    """`value` as text that prints literally on a terminal: control and bidi characters as \\x1b, \\u202e."""
+    return _UNSAFE.sub(_escape, str(value))
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    typer.echo(_UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
-def note(message: str) -> None:
-    typer.echo(message, err=True)
+def echo(text: object) -> None:
+    """One line of human-readable output on stdout, escaped by `shown`."""
+    typer.echo(shown(text))
+
+
+def note(message: object) -> None:
+    """One line on stderr (a warning, a skipped file), escaped by `shown`."""
+    typer.echo(shown(message), err=True)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from cli.options import (
     model_spec,
     open_library,
 )
-from cli.render import print_json
+from cli.render import echo, note, print_json
 
 
 class Sort(str, Enum):
@@ -64,9 +64,9 @@ def search(
         print_json([r.to_dict() for r in results])
         return
     if not results:
-        typer.echo("no results", err=True)
+        note("no results")
     for r in results:
         d = r.to_dict()
         label = d.get("path", d.get("text"))
         when = f"  {d['taken_at']}" if d.get("taken_at") else ""
-        typer.echo(f"{r.score:.4f}  {label}{when}")
+        echo(f"{r.score:.4f}  {label}{when}")

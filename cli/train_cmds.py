@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cli.options import CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, model_spec, open_library
-from cli.render import note, print_json
+from cli.render import echo, note, print_json
 from cli.train_render import train_progress
 
 PairsArg = Annotated[Path, typer.Argument(help="CSV/TSV or JSONL with image and caption fields, or a folder of images with .txt captions.")]
@@ -98,4 +98,4 @@ def use(
     """Make a model the library's default for search, once every item has a vector from it."""
     with open_library(library, None, device) as lib:
         row = lib.use(model_spec(model, checkpoint))  # type: ignore[arg-type]
-    typer.echo(f"searching with {row.fingerprint}")
+    echo(f"searching with {row.fingerprint}")

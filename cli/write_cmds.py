@@ -18,7 +18,7 @@ from cli.options import (
     model_spec,
     open_library,
 )
-from cli.render import note, print_json, progress_bar
+from cli.render import echo, note, print_json, progress_bar
 
 
 def index(
@@ -60,7 +60,7 @@ def forget(
     """Forget a root folder and remove its items from the library (files are untouched)."""
     with open_library(library, db) as lib:
         removed = lib.forget(path)
-    typer.echo(f"forgot {path}: removed {removed} items")
+    echo(f"forgot {path}: removed {removed} items")
 
 
 def add_texts(
@@ -104,4 +104,4 @@ def import_embeddings(
     if as_json:
         print_json(report.to_dict())
     else:
-        typer.echo(f"imported {report.added} new and {report.replaced} existing {kind}s for {report.model}")
+        echo(f"imported {report.added} new and {report.replaced} existing {kind}s for {report.model}")

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, and_, delete, func, insert, inspect, or_, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from indexer import db_guard, failpoints, schema
 from indexer.decode import ImageInfo, path_str
@@ -113,9 +113,12 @@ class Catalog:
         catalog that turns out empty or different raises CatalogError instead of being
         started afresh: a truncated or replaced file must never look like a new library.
         """
-        self.url = url
+        self.url = db_guard.hide_password(url)  # how messages name it; only the engine holds the password
         try:
             self.engine = schema.make_engine(url)
+        except (ArgumentError, ValueError, ImportError) as e:
+            raise db_guard.url_error(e, self.url) from None
+        try:
             if expected_id is not None:
                 self._check_identity(expected_id)
             schema.upgrade(self.engine)
@@ -123,8 +126,8 @@ class Catalog:
             # Fixed when the catalog is created: every stored vector has this dtype.
             self.vector_dtype = np.dtype(self._ensure_setting("vector_dtype", vector_dtype))
         except DBAPIError as e:
-            typed = db_guard.translate(e, url)
-            raise typed or CatalogError(f"cannot open the catalog at {url}: {db_guard.reason(e)}") from None
+            typed = db_guard.translate(e, self.url)
+            raise typed or CatalogError(f"cannot open the catalog at {self.url}: {db_guard.reason(e)}") from None
 
     def _check_identity(self, expected_id: str) -> None:
         found = None

@@ -1,28 +1,82 @@
-"""Database-level safety: typed errors for damaged or full catalogs, integrity checks,
-and PostgreSQL's cross-machine writer lock.
+"""Database-level safety: typed errors for damaged or full catalogs and for URLs that
+cannot be opened, passwords kept out of messages, integrity checks, and PostgreSQL's
+cross-machine writer lock.
 
-Only `indexer.catalog` uses this module. SQLite and PostgreSQL report the same
-problems differently; here they become `CatalogError` (damaged) and `DiskFull`.
+`indexer.catalog` uses this module (the library also asks it whether a URL parses).
+SQLite and PostgreSQL report the same problems differently; here they become
+`CatalogError` (damaged) and `DiskFull`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from typing import Iterator
 
 from sqlalchemy import Connection, Engine, make_url, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from retrieval.errors import CatalogError, ClipdexError, DiskFull, LibraryBusy
+from retrieval.errors import CatalogError, ClipdexError, DatabaseDriverMissing, DiskFull, LibraryBusy
 
 # SQLite result codes and PostgreSQL SQLSTATEs that mean "damaged" or "full", not "busy".
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26
 _FULL_BELOW_BYTES = 1 << 20  # an I/O error with less free space than this is a full disk
 _PG_DISK_FULL = "53100"
 _PG_LOCK_SPACE = 0x636C6970  # "clip": first key of clipdex's two-key advisory locks
+
+
+# pip packages of the drivers SQLAlchemy's URLs name, by the module that failed to import.
+_DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "psycopg[binary]",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "oracledb": "oracledb",
+    "cx_Oracle": "cx_Oracle",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
+
+
+def hide_password(url: str) -> str:
+    """`url` as messages show it: its password (if any) as ***, also when it does not parse."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return re.sub(r"://[^@]*@", "://***@", url, count=1)  # user and password: the parser cannot tell them apart
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+def is_url(url: str) -> bool:
+    """Whether SQLAlchemy can parse `url` (it may still name an unknown backend)."""
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        return False
+    return True
+
+
+def url_error(e: Exception, shown_url: str) -> CatalogError:
+    """The typed error for an engine SQLAlchemy refused to create: a URL that does not parse,
+    an unknown backend, or a driver that is not installed (`e` is ArgumentError, ValueError or ImportError)."""
+    if isinstance(e, ImportError):
+        module = (e.name or "").split(".")[0] or str(e)
+        return DatabaseDriverMissing(shown_url, module, _DRIVER_PACKAGES.get(module, module))
+    if isinstance(e, NoSuchModuleError):
+        backend = shown_url.partition("://")[0]
+        return CatalogError(
+            f"the catalog URL {shown_url} names a backend SQLAlchemy does not know ({backend}); "
+            "use sqlite:///PATH/catalog.db or postgresql+psycopg://USER@HOST/DB"
+        )
+    return CatalogError(
+        f"{shown_url!r} is not a database URL; write it as sqlite:///PATH/catalog.db or postgresql+psycopg://USER@HOST/DB"
+    )
 
 
 def translate(e: DBAPIError, url: str) -> ClipdexError | None:

@@ -67,10 +67,24 @@ def _read_jsonl(content: str, out: TextFile) -> None:
 def _read_table(path: Path, content: str, delimiter: str, out: TextFile) -> None:
     # A file object, not a list of lines: a quoted field may span lines and keeps its newlines.
     reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter)
-    if reader.fieldnames is None or "text" not in reader.fieldnames:
-        found = ", ".join(reader.fieldnames or []) or "none"
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as e:
+        raise InputFileError(f"cannot read the header row of {path} ({e})") from None
+    if fieldnames is None or "text" not in fieldnames:
+        found = ", ".join(fieldnames or []) or "none"
         raise InputFileError(f"{path} has no 'text' column (columns: {found})")
-    for row in reader:
+    line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # a field over csv.field_size_limit(): this row only, the reader goes on
+            out.problems.append((line + 1, f"unreadable row ({e})"))
+            line = reader.line_num
+            continue
+        line = reader.line_num
         value = row.get("text")
         if not isinstance(value, str) or not value.strip():
             out.problems.append((reader.line_num, "empty text"))

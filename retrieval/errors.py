@@ -60,6 +60,18 @@ class CatalogError(ClipdexError):
     """The catalog database cannot be opened or is damaged."""
 
 
+class DatabaseDriverMissing(CatalogError):
+    """The catalog URL needs a database driver whose Python package is not installed."""
+
+    def __init__(self, url: str, module: str, package: str) -> None:
+        super().__init__(
+            f"the catalog {url} needs the database driver {module}, which is not installed: "
+            f"pip install '{package}' (or name an installed driver in the URL, as in postgresql+psycopg://)"
+        )
+        self.module = module
+        self.package = package
+
+
 class DiskFull(ClipdexError):
     """A write failed because the disk (or the database server's disk) is full; nothing was half-written."""
 

@@ -21,7 +21,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import platformdirs
 
+from indexer import db_guard
 from indexer.decode import path_str
+from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, ItemRow, ModelRow, WriteBatch
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
@@ -324,15 +326,11 @@ class Library:
 
         The vectors must come from `model` (default: the active model); they are
         L2-normalised on the way in. A repeated path or text keeps its last vector.
-        Raises InputFileError for mismatched shapes and model errors as `index` does.
+        Every row is checked before anything is written: InputFileError names the first
+        bad one (a NaN, an infinity, a zero vector, an empty item, mismatched shapes) and
+        nothing is imported. Model errors are raised as `index` does.
         """
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.ndim != 2 or len(vecs) != len(items):
-            raise InputFileError(f"got {len(items)} items but vectors of shape {vecs.shape}; they must pair up row by row")
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)  # (N, 1)
-        if len(vecs) and float(norms.min()) == 0.0:
-            raise InputFileError(f"vector {int(np.argmin(norms))} is all zeros")
-        vecs = vecs / np.maximum(norms, 1e-12)
+        vecs = unit_rows(items, vectors, kind)
         last = {key: n for n, key in enumerate(items)}  # the last occurrence of each item wins
         order = sorted(last.values())
         with WriteLock(self.home / "lock"):
@@ -441,6 +439,13 @@ def _read_config(path: Path) -> dict[str, object]:
         raise CatalogError(f"{path} is damaged ({e}); fix or delete it (its db setting names the catalog)") from None
     if not isinstance(config, dict):
         raise CatalogError(f"{path} is damaged (not a JSON object); fix or delete it")
+    db = config.get("db")
+    if db not in (None, "") and not (isinstance(db, str) and db_guard.is_url(db)):  # "": the default catalog
+        value = repr(db_guard.hide_password(db)) if isinstance(db, str) else f"a JSON {type(db).__name__}"
+        raise CatalogError(
+            f"{path}: its db setting ({value}) is not a database URL such as postgresql+psycopg://USER@HOST/DB; "
+            "fix it, or remove it to use the catalog.db inside the library"
+        )
     return config
 
 

@@ -1,8 +1,8 @@
 """Read image–caption pairs from CSV/TSV, JSONL, or a folder of images with sidecar .txt files.
 
 Image paths are relative to the pairs file (or to the folder). A bad row never
-stops the read: it is reported as a `Problem` with its file and line number and
-skipped. Whether each image decodes is checked later, when the pairs are loaded.
+stops the read (not even a CSV field over `csv.field_size_limit()`): it is reported
+as a `Problem` with its file and line number and skipped. Whether each image decodes is checked later, when the pairs are loaded.
 """
 
 from __future__ import annotations
@@ -66,12 +66,23 @@ def _read_table(source: Path, delimiter: str) -> PairFile:
     out = PairFile(source)
     with _open_text(source) as f:
         reader = csv.reader(f, delimiter=delimiter)
-        header = [h.strip().lower() for h in next(reader, [])]
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+        except csv.Error as e:
+            raise InputFileError(f"cannot read the header row of {source} ({e})") from None
         if "image" not in header or "caption" not in header:
             raise InputFileError(f"{source} needs a header row with 'image' and 'caption' columns (found {header})")
         col_image, col_caption = header.index("image"), header.index("caption")
         line = reader.line_num
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:  # a field over csv.field_size_limit(): this row only, the reader goes on
+                out.problems.append(Problem(str(source), line + 1, f"unreadable row ({e})"))
+                line = reader.line_num
+                continue
             first, line = line + 1, reader.line_num  # a quoted field may span lines
             if not any(cell.strip() for cell in row):
                 continue

@@ -3,7 +3,10 @@
 - the query parser raises nothing but QueryError, and a term written out as
   `W:KIND:VALUE` parses back to itself;
 - the text-file reader raises nothing but InputFileError, and the texts written
-  in any supported format read back exactly.
+  in any supported format read back exactly;
+- imported vectors are refused with InputFileError or stored as finite unit rows;
+- text for the terminal holds no control or bidi character, and JSON output parses
+  back to exactly the values printed.
 
 The pair-file readers (image-caption pairs for fine-tuning) are not on this branch.
 """
@@ -15,12 +18,18 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+import numpy as np
+from hypothesis.extra import numpy as hnp
+
+from cli.render import print_json, shown
+from indexer.embedding_files import unit_rows
 from indexer.texts import read_texts
 from retrieval.errors import InputFileError, QueryError
 from retrieval.query import Term, glob_for, parse_date, parse_term, parse_terms
@@ -168,3 +177,44 @@ def test_unsupported_and_missing_files_are_input_file_errors(tmp_path: Path) -> 
         read_texts(tmp_path / "nope.txt")
     with pytest.raises(InputFileError, match="no 'text' column"):
         read_texts(write(tmp_path, "t.csv", b"caption\nx\n"))
+
+
+VALUES = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, 1e-310, 1e-45, 3.5e38, 1e200, -1e39])
+
+
+@FUZZ
+@given(
+    values=hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6), elements=VALUES),
+    dtype=st.sampled_from([np.float16, np.float32, np.float64]),
+)
+def test_imported_vectors_are_refused_or_stored_as_finite_unit_rows(values: np.ndarray, dtype: type) -> None:
+    with np.errstate(over="ignore"):
+        vectors = values.astype(dtype)  # huge values become inf in float16 and float32
+    items = [f"/x/{n}.jpg" for n in range(len(vectors))]
+    try:
+        out = unit_rows(items, vectors, "image")
+    except InputFileError as e:
+        assert str(e).startswith("row ") and "\n" not in str(e)
+        return
+    assert out.dtype == np.float32 and out.shape == vectors.shape
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(np.linalg.norm(out.astype(np.float64), axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(out.astype(np.float16)).all()  # fits the catalog's float16 storage
+
+
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+@FUZZ
+@given(text=st.text())
+@example(text="\x1b]52;c;aGk=\x07\u202e\x9b\t\n\udcff")
+def test_shown_text_is_one_safe_line_and_json_stays_exact(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    out = shown(text)
+    assert UNSAFE.search(out) is None
+    if UNSAFE.search(text) is None:
+        assert out == text
+    capsys.readouterr()
+    print_json({"path": text, "texts": [text, "ok"]})
+    printed = capsys.readouterr().out
+    assert UNSAFE.search(printed.replace("\n", "")) is None
+    assert json.loads(printed) == {"path": text, "texts": [text, "ok"]}
