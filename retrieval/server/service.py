@@ -26,7 +26,7 @@ from retrieval.server.thumbnails import Thumbnail, ThumbnailCache
 
 _MAX_ID = 2**63 - 1
 API = "/api/v1"
-DECODE_SLOTS = 2  # uploads decoded at once: each may take ~10 bytes a pixel up to max_upload_pixels
+DECODE_SLOTS = 2  # uploads decoded at once: each takes about 7 bytes a pixel, up to max_upload_pixels
 
 
 class SearchService:
