@@ -107,7 +107,8 @@ def check_term_limits(terms: Sequence[str], max_terms: int = MAX_TERMS, max_char
     Each text term costs an encoder pass, so a server bounds them before any work.
     """
     if len(terms) > max_terms:
-        raise QueryTooLarge(f"the query has {len(terms)} terms; at most {max_terms} are allowed (q, add and sub together)")
+        why = f"at most {max_terms} are allowed (q, add and sub together)"
+        raise QueryTooLarge(f"the query has {len(terms)} terms; {why}")
     for raw in terms:
         if len(raw) > max_chars:
             raise QueryTooLarge(

@@ -27,6 +27,8 @@ from retrieval.server.api import MAX_QUERY_STRING_BYTES
 from serverkit import BASE_URL, client_for, item_id, make_library, raw_request
 
 HANG_GUARD_S = 120  # only ends a deadlocked test; nothing here measures time
+AT_MOST_16 = "at most 16 are allowed (q, add and sub together)"
+ROUTES = ("image", "thumbnail")
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +65,11 @@ def test_sixteen_terms_of_300_characters_are_searched(served: tuple[Library, Pat
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"q": "cat", "add": ["dog"] * 10, "sub": ["sea"] * 6}, "the query has 17 terms; at most 16 are allowed (q, add and sub together)"),
-        ({"q": "x", "add": ["a"] * 2000}, "the query has 2001 terms; at most 16 are allowed (q, add and sub together)"),
+        ({"q": "cat", "add": ["dog"] * 10, "sub": ["sea"] * 6}, f"the query has 17 terms; {AT_MOST_16}"),
+        ({"q": "x", "add": ["a"] * 2000}, f"the query has 2001 terms; {AT_MOST_16}"),
         ({"q": "b" * 301}, f"the term '{'b' * 39}…' is 301 characters long; at most 300 are allowed"),
-        ({"q": "cat", "sub": ["2:" + "é" * 299]}, f"the term '2:{'é' * 37}…' is 301 characters long; at most 300 are allowed"),
+        ({"q": "cat", "sub": ["2:" + "é" * 299]},
+         f"the term '2:{'é' * 37}…' is 301 characters long; at most 300 are allowed"),
     ],
 )
 def test_too_many_or_too_long_terms_are_400_not_truncated(
@@ -79,7 +82,7 @@ def test_too_many_or_too_long_terms_are_400_not_truncated(
 def test_upload_and_similar_terms_are_bounded_too(served: tuple[Library, Path, TestClient]) -> None:
     lib, root, client = served
     r = client.post("/api/v1/search/image", files={"file": ("a.png", png(), "image/png")}, data={"add": ["dog"] * 17})
-    assert (r.status_code, r.json()["error"]["message"]) == (400, "the query has 17 terms; at most 16 are allowed (q, add and sub together)")
+    assert (r.status_code, r.json()["error"]["message"]) == (400, f"the query has 17 terms; {AT_MOST_16}")
     r = client.get(f"/api/v1/items/{item_id(lib, root / 'home' / 'cat6.png')}/similar", params={"add": ["c" * 400]})
     assert r.status_code == 400 and "is 400 characters long" in r.json()["error"]["message"]
 
@@ -88,11 +91,10 @@ def test_a_query_string_over_32_kib_is_414(served: tuple[Library, Path, TestClie
     lib, _, client = served
     seven_thousand = "&".join(["q=cat"] + [f"add=dog{n}" for n in range(7000)])  # the review's 77 KB request
     assert len(seven_thousand) > MAX_QUERY_STRING_BYTES
-    r = raw_request(create_app(lib, ServerSettings()), f"/api/v1/search?{seven_thousand}".encode())
+    raw = raw_request(create_app(lib, ServerSettings()), f"/api/v1/search?{seven_thousand}".encode())
     message = f"the query string is {len(seven_thousand):,} bytes, over the 32,768 byte limit"
-    assert (r.status, json.loads(r.body)) == (414, error(414, message))
-    r = client.get("/api/v1/search", params={"q": "cat", "path": "x" * MAX_QUERY_STRING_BYTES})
-    assert r.status_code == 414
+    assert (raw.status, json.loads(raw.body)) == (414, error(414, message))
+    assert client.get("/api/v1/search", params={"q": "cat", "path": "x" * MAX_QUERY_STRING_BYTES}).status_code == 414
     assert client.get("/api/v1/search", params={"q": "cat", "path": "x" * 1000}).status_code == 200
 
 
@@ -115,9 +117,8 @@ def test_a_text_search_answers_while_an_upload_is_being_decoded(
 
     monkeypatch.setattr(retrieval.search, "decode_bytes", held_decode)
     uploads: list[Any] = []
-    upload = threading.Thread(
-        target=lambda: uploads.append(client.post("/api/v1/search/image", files={"file": ("a.png", png(), "image/png")}))
-    )
+    files = {"file": ("a.png", png(), "image/png")}
+    upload = threading.Thread(target=lambda: uploads.append(client.post("/api/v1/search/image", files=files)))
     upload.start()
     try:
         assert decoding.wait(HANG_GUARD_S)
@@ -141,7 +142,8 @@ def test_a_weight_of_300_nines_is_400_not_empty_results(served: tuple[Library, P
         lib.search(f"{'9' * 300}:cat")  # the library has no term length limit; the weight is refused
     assert str(raised.value) == message
     r = client.get("/api/v1/search", params={"q": f"{'9' * 300}:cat"})  # over the server's 300 characters
-    assert (r.status_code, r.json()["error"]["message"]) == (400, "the term '" + "9" * 39 + "…' is 304 characters long; at most 300 are allowed")
+    too_long = f"the term '{'9' * 39}…' is 304 characters long; at most 300 are allowed"
+    assert (r.status_code, r.json()["error"]["message"]) == (400, too_long)
     nines = "9" * 200
     for params in ({"q": f"{nines}:cat"}, {"q": "cat", "add": [f"{nines}:dog"]}, {"q": "cat", "sub": [f"{nines}.5:x"]}):
         r = client.get("/api/v1/search", params=params)
@@ -201,10 +203,10 @@ def test_an_item_replaced_by_a_folder_leaks_no_descriptor(tmp_path: Path) -> Non
         photo.mkdir()
         app = create_app(lib, ServerSettings())
         with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as client:  # as a real server would
-            for route in ("image", "thumbnail"):
+            for route in ROUTES:
                 client.get(f"/api/v1/items/{ident}/{route}")  # warm up
             before = open_descriptors()
-            answers = [client.get(f"/api/v1/items/{ident}/{route}") for _ in range(25) for route in ("image", "thumbnail")]
+            answers = [client.get(f"/api/v1/items/{ident}/{route}") for _ in range(25) for route in ROUTES]
             assert open_descriptors() == before
     assert {(r.status_code, "no longer a photo" in r.json()["error"]["message"]) for r in answers} == {(404, True)}
 
@@ -275,7 +277,9 @@ def test_a_photo_replaced_by_another_photo_is_not_served(photos: tuple[Library, 
     assert (r.status_code, r.content) == (200, p0.read_bytes())
 
 
-def test_an_imported_photo_outside_every_root_is_not_served(photos: tuple[Library, Path, TestClient], tmp_path: Path) -> None:
+def test_an_imported_photo_outside_every_root_is_not_served(
+    photos: tuple[Library, Path, TestClient], tmp_path: Path
+) -> None:
     lib, _, client = photos
     outside = make_photo(tmp_path / "private" / "x.jpg", seed=6)
     dim = lib.active_model().dim  # type: ignore[union-attr]
