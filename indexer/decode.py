@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pillow_heif
@@ -35,6 +35,7 @@ _TAG_DATETIME_ORIGINAL = 0x9003
 _TAG_OFFSET_TIME_ORIGINAL = 0x9011
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _SRGB = ImageCms.createProfile("sRGB")
+_STRIP_PIXELS = 1 << 20  # pixels per strip when scaling 16/32-bit images down to 8 bits
 
 
 @dataclass(frozen=True)
@@ -158,13 +159,34 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _scale_to_l(img: Image.Image) -> Image.Image:
-    arr = np.asarray(img, dtype=np.float64)
-    if img.mode == "F" or arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:
-        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
-        arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
-    else:
-        arr = arr / 257.0  # the full 16-bit range onto 8 bits
-    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    """A 16-bit, 32-bit integer or float image as 8-bit greyscale, a strip of rows at a time.
+
+    The full 16-bit range maps onto 8 bits; a float image, or integers outside
+    0..65535, is stretched from min(0, lowest) to max(1, highest). Working in strips
+    keeps the temporaries to a few MB: full-size float64 copies of a 64 MP upload
+    took 2.5 GB.
+    """
+    lo, hi = 0.0, 1.0
+    for _, strip in _strips(img):
+        lo, hi = min(lo, float(strip.min(initial=0))), max(hi, float(strip.max(initial=1)))
+    stretch = img.mode == "F" or hi > 65535 or lo < 0
+    out = Image.new("L", img.size)
+    for top, strip in _strips(img):
+        if stretch:
+            scaled = (strip.astype(np.float64) - lo) / max(hi - lo, 1e-12) * 255.0
+            strip8 = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        else:
+            # round(v / 257) in integers: v / 257 is never exactly halfway (257 is odd).
+            strip8 = ((strip.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        out.paste(Image.fromarray(strip8), (0, top))
+    return out
+
+
+def _strips(img: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(top row, (h, W) array) for each strip of about _STRIP_PIXELS pixels."""
+    rows = max(1, _STRIP_PIXELS // max(1, img.width))
+    for top in range(0, img.height, rows):
+        yield top, np.asarray(img.crop((0, top, img.width, min(top + rows, img.height))))
 
 
 def _read_info(img: Image.Image) -> ImageInfo:

@@ -36,6 +36,14 @@ class QueryError(ClipdexError):
     """A search query or one of its terms is malformed."""
 
 
+class QueryTooLarge(QueryError):
+    """A query has more terms, or a longer term, than the limit allows."""
+
+
+class NonFiniteQuery(QueryError):
+    """A query's vector holds infinity or NaN (an overflowing weight, a damaged stored vector)."""
+
+
 class NoVectors(ClipdexError):
     """The library has no vectors for the requested model and collection."""
 

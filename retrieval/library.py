@@ -22,9 +22,9 @@ import numpy as np
 import platformdirs
 
 from indexer import db_guard
-from indexer.decode import path_str
+from indexer.decode import InputSpec, path_str
 from indexer.embedding_files import unit_rows
-from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, ItemRow, ModelRow, WriteBatch
+from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow, WriteBatch
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
@@ -35,7 +35,7 @@ from retrieval.errors import CatalogError, InputFileError, ModelNotAvailable, No
 from retrieval.finetune_errors import ModelIncomplete
 from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from retrieval.query import SearchFilter, parse_terms
-from retrieval.search import Result, SortOrder, TextCache, query_vector, rank
+from retrieval.search import QueryImage, Result, SortOrder, TextCache, query_vector, rank
 
 
 @dataclass
@@ -351,7 +351,7 @@ class Library:
         self,
         query: str | None = None,
         *,
-        image: bytes | None = None,
+        image: bytes | QueryImage | None = None,
         add: Sequence[str] = (),
         sub: Sequence[str] = (),
         top: int = 10,
@@ -366,7 +366,8 @@ class Library:
         """Rank images (or texts, with texts=True) against a weighted query.
 
         `query` is a term (text, image path, `item:ID`, optionally `W:`-weighted);
-        `image` is an image file's bytes (an upload), used as a query term of weight 1.
+        `image` is an image file's bytes (an upload), or one decoded with `query_input_spec`,
+        used as a query term of weight 1.
         With allow_files=False no path named in a term is read (the HTTP server).
         Raises QueryError for a malformed term and NoVectors when the model has not indexed this library.
         """
@@ -378,12 +379,17 @@ class Library:
         def get_encoder() -> Encoder:
             return enc if enc is not None else self._active_encoder(row)
 
-        vector = query_vector(terms, row, get_encoder, self.catalog, image_bytes=image, text_cache=self._text_cache)
+        vector = query_vector(terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache)
         kind = TEXT if texts else IMAGE
         return rank(
             vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,
             top=top, offset=offset, filters=filters, sort=sort,
         )
+
+    def query_input_spec(self, model: ModelSpec | None = None) -> InputSpec:
+        """How `search(model=...)` wants a query image decoded; raises NoVectors as search does."""
+        row, enc = self._model_for_search(model)
+        return (enc if enc is not None else self._active_encoder(row)).input_spec
 
     def item(self, item_id: int) -> ItemRow | None:
         """The catalog row of an item, or None."""
@@ -395,6 +401,16 @@ class Library:
         if row is None or row.kind != IMAGE or row.status != INDEXED:
             return None
         return self.catalog.item_path(item_id)
+
+    def recorded_file(self, item_id: int) -> FileRow | None:
+        """An indexed image item's file as the catalog recorded it (path, size, mtime), or None."""
+        path = self.item_file(item_id)
+        rows = [f for f in self.catalog.files_under([path]) if f.id == item_id] if path is not None else []
+        return rows[0] if rows else None
+
+    def roots(self) -> list[bytes]:
+        """The folders (and single files) indexed into this library, as real paths."""
+        return self.catalog.list_roots()
 
     # -- status ----------------------------------------------------------------------------
 

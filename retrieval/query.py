@@ -6,16 +6,18 @@ the kind and end parsing, so `text:12:30 train` is the text "12:30 train".
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Sequence
 
-from retrieval.errors import QueryError
+from retrieval.errors import QueryError, QueryTooLarge
 
 TermKind = Literal["text", "image", "item"]
+MAX_WEIGHT = 1_000_000.0  # weights are relative; a larger one overflows float32 sums into inf and NaN
+MAX_TERMS = 16  # per query, the main term plus added and subtracted ones (the HTTP server's limit)
+MAX_TERM_CHARS = 300  # a text encoder reads 77 tokens, about 300 characters of English
 _WEIGHT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.DOTALL)
 _PREFIXES: tuple[TermKind, ...] = ("text", "image", "item")
 
@@ -42,7 +44,7 @@ class SearchFilter:
 
 
 def parse_term(raw: str, *, allow_files: bool = True, force: TermKind | None = None) -> Term:
-    """Parse one term; raise QueryError for an empty term or a non-positive weight.
+    """Parse one term; raise QueryError for an empty term or a weight not in (0, MAX_WEIGHT].
 
     With `allow_files=False` (the HTTP server) no file is looked at and `image:`
     terms are refused.
@@ -55,8 +57,11 @@ def parse_term(raw: str, *, allow_files: bool = True, force: TermKind | None = N
         m = _WEIGHT.match(body)
         if m:
             weight = float(m.group(1))
-            if not 0 < weight < math.inf:  # "0:" and 400 nines (inf) alike
+            if not 0 < weight:
                 raise QueryError(f"weight in {raw!r} must be a positive number")
+            if not weight <= MAX_WEIGHT:  # 300 nines: finite, but the weighted sum overflows
+                why = f"is over {MAX_WEIGHT:,.0f}; weights are relative, so scale them all down"
+                raise QueryError(f"weight in {_brief(raw)!r} {why}")
             body = m.group(2)
     kind = _forced_kind(body)
     if kind is not None:
@@ -90,6 +95,25 @@ def _checked(term: Term, allow_files: bool) -> Term:
 def _shown(value: str) -> str:
     """A user's value as it can appear in a one-line message."""
     return value if value.isprintable() else repr(value)
+
+
+def _brief(value: str, chars: int = 40) -> str:
+    return value if len(value) <= chars else value[: chars - 1] + "…"
+
+
+def check_term_limits(terms: Sequence[str], max_terms: int = MAX_TERMS, max_chars: int = MAX_TERM_CHARS) -> None:
+    """Raise QueryTooLarge for more than `max_terms` terms, or a term of more than `max_chars` characters.
+
+    Each text term costs an encoder pass, so a server bounds them before any work.
+    """
+    if len(terms) > max_terms:
+        why = f"at most {max_terms} are allowed (q, add and sub together)"
+        raise QueryTooLarge(f"the query has {len(terms)} terms; {why}")
+    for raw in terms:
+        if len(raw) > max_chars:
+            raise QueryTooLarge(
+                f"the term {_brief(raw)!r} is {len(raw):,} characters long; at most {max_chars} are allowed"
+            )
 
 
 def parse_terms(

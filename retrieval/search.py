@@ -10,10 +10,10 @@ from typing import Callable, Literal
 import numpy as np
 
 from indexer.catalog import IMAGE, TEXT, Catalog, ModelRow
-from indexer.decode import DecodeFailure, decode_bytes, decode_image
+from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, InputSpec, decode_bytes, decode_image
 from indexer.index_store import IndexStore
 from retrieval.encode import encode_images, encode_texts
-from retrieval.errors import QueryError
+from retrieval.errors import NonFiniteQuery, QueryError
 from retrieval.models import Encoder
 from retrieval.query import SearchFilter, Term
 
@@ -53,18 +53,37 @@ class TextResult:
 Result = ImageResult | TextResult
 
 
+@dataclass(frozen=True)
+class QueryImage:
+    """An uploaded image decoded for one model's input, so the decoding can run outside any lock."""
+
+    pixels: np.ndarray  # (H, W, 3) uint8
+    spec: InputSpec
+
+
+def decode_query_image(data: bytes, spec: InputSpec, max_pixels: int = DEFAULT_MAX_PIXELS) -> QueryImage:
+    """An image file's bytes decoded for `spec`; raises QueryError when they cannot be read."""
+    res = decode_bytes(data, spec, max_pixels)
+    if isinstance(res, DecodeFailure):
+        raise QueryError(f"cannot read the uploaded image: {res.reason}")
+    return QueryImage(res.pixels, spec)
+
+
 def query_vector(
     terms: list[Term],
     model: ModelRow,
     encoder: Callable[[], Encoder],
     catalog: Catalog,
-    image_bytes: bytes | None = None,
+    image: bytes | QueryImage | None = None,
     text_cache: TextCache | None = None,
 ) -> np.ndarray:
-    """The unit vector Σ wᵢ·vᵢ of the terms; the encoder is loaded only if a term needs it."""
+    """The unit vector Σ wᵢ·vᵢ of the terms; the encoder is loaded only if a term needs it.
+
+    Raises QueryError when the terms cancel out, NonFiniteQuery when the sum is not finite.
+    """
     total = np.zeros(model.dim, dtype=np.float32)  # (D,)
-    if image_bytes is not None:
-        total += image_vector(encoder(), image_bytes)
+    if image is not None:
+        total += image_vector(encoder(), image)
     texts = [t for t in terms if t.kind == "text"]
     if texts:
         cache = text_cache if text_cache is not None else TextCache(0)
@@ -75,6 +94,8 @@ def query_vector(
             total += t.weight * _image_vector(encoder(), t.value)
         elif t.kind == "item":
             total += t.weight * _item_vector(catalog, model, int(t.value))
+    if not np.isfinite(total).all():
+        raise NonFiniteQuery("the query's vector is not finite (infinity or NaN); lower the weights of its terms")
     norm = float(np.linalg.norm(total))
     if norm < 1e-6:
         raise QueryError("the query terms cancel out; change their weights")
@@ -105,12 +126,12 @@ class TextCache:
         return np.stack(out)  # (T, D)
 
 
-def image_vector(encoder: Encoder, data: bytes) -> np.ndarray:
-    """The vector of an uploaded image file's bytes."""
-    res = decode_bytes(data, encoder.input_spec)
-    if isinstance(res, DecodeFailure):
-        raise QueryError(f"cannot read the uploaded image: {res.reason}")
-    return encode_images(encoder, res.pixels[None])[0]
+def image_vector(encoder: Encoder, image: bytes | QueryImage) -> np.ndarray:
+    """The vector of an uploaded image, given as its file's bytes or already decoded."""
+    query = image if isinstance(image, QueryImage) else decode_query_image(image, encoder.input_spec)
+    if query.spec != encoder.input_spec:
+        raise QueryError("the library's model changed while the image was decoded; send the image again")
+    return encode_images(encoder, query.pixels[None])[0]  # (D,)
 
 
 def _image_vector(encoder: Encoder, path: str) -> np.ndarray:

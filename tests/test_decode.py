@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 
 from conftest import exif_with, make_photo
-from indexer.decode import DecodedImage, DecodeFailure, InputSpec, _draft_for, decode_image
+from indexer.decode import DecodedImage, DecodeFailure, InputSpec, _draft_for, _scale_to_l, decode_image
 
 SPEC = InputSpec(64, 64)
 
@@ -123,3 +124,47 @@ def test_jpeg_draft_picks_the_smallest_scale_covering_the_model_input(
         _draft_for(img, spec)
         assert img.size == drafted
     assert decoded(path, spec).pixels.shape == (spec.height, spec.width, 3)
+
+
+def scale_to_l_in_float64(img: Image.Image) -> np.ndarray:
+    """The original whole-image float64 conversion, the reference the strip-wise one must equal."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F" or arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+        arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
+    else:
+        arr = arr / 257.0
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def wide_images() -> list[Image.Image]:
+    rng = np.random.default_rng(7)
+    every_16_bit_value = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    return [
+        Image.fromarray(every_16_bit_value),  # I;16
+        Image.fromarray(every_16_bit_value).convert("I"),  # 32-bit, within 0..65535
+        Image.frombytes("I;16B", (256, 256), every_16_bit_value.astype(">u2").tobytes()),
+        Image.fromarray(rng.integers(-70_000, 3_000_000, (300, 5000), dtype=np.int32)),  # stretched, several strips
+        Image.fromarray(rng.normal(0.3, 2.0, (40, 70)).astype(np.float32)),  # F
+        Image.fromarray(np.full((5, 5), 0.25, dtype=np.float32)),  # flat F: max(1, highest) spans the range
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_16_and_32_bit_modes_convert_exactly_as_in_float64(index: int) -> None:
+    img = wide_images()[index]
+    got = np.asarray(_scale_to_l(img))
+    assert got.dtype == np.uint8 and got.shape == (img.height, img.width)
+    assert np.array_equal(got, scale_to_l_in_float64(img))
+
+
+def test_16_bit_conversion_makes_no_full_size_float64_copy() -> None:
+    img = Image.fromarray(np.arange(4000 * 2000, dtype=np.uint32).reshape(2000, 4000).astype(np.uint16))
+    float64_copy = img.width * img.height * 8
+    tracemalloc.start()
+    try:
+        _scale_to_l(img)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < float64_copy // 4, f"peak {peak:,} bytes for {img.width}x{img.height} pixels"

@@ -305,7 +305,7 @@ def test_openapi_schema_documents_every_route(served: tuple[Library, Path, TestC
     search = schema["paths"]["/api/v1/search"]["get"]
     assert sorted(p["name"] for p in search["parameters"]) == [
         "add", "after", "before", "min_score", "offset", "path", "q", "sort", "sub", "texts", "top"]
-    assert sorted(search["responses"]) == ["200", "400", "401", "404", "413", "422"]
+    assert sorted(search["responses"]) == ["200", "400", "401", "404", "413", "414", "422"]
     upload = schema["paths"]["/api/v1/search/image"]["post"]["requestBody"]["content"]
     assert list(upload) == ["multipart/form-data"]
 

@@ -5,18 +5,27 @@ from __future__ import annotations
 import time
 from typing import Annotated, Callable
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from retrieval.server.errors import QueryStringTooLong
 from retrieval.server.schemas import ERRORS, Item, SearchOptions, SearchResponse
 from retrieval.server.service import API, SearchService
 
+MAX_QUERY_STRING_BYTES = 32 * 1024  # as sent, percent-encoded; 16 terms of 300 characters fit
 _THUMBNAIL_CACHE = "private, max-age=3600"
 _IMAGE_CACHE = "private, no-cache"  # revalidate: the ETag changes when the file does
 
 
+def bounded_query_string(request: Request) -> None:
+    """Refuse (414) a query string over MAX_QUERY_STRING_BYTES before its parameters are validated."""
+    size = len(request.scope.get("query_string", b""))
+    if size > MAX_QUERY_STRING_BYTES:
+        raise QueryStringTooLong(f"the query string is {size:,} bytes, over the {MAX_QUERY_STRING_BYTES:,} byte limit")
+
+
 def api_router(service: SearchService) -> APIRouter:
-    router = APIRouter(prefix=API, tags=["search"], responses=ERRORS)
+    router = APIRouter(prefix=API, tags=["search"], responses=ERRORS, dependencies=[Depends(bounded_query_string)])
 
     @router.get("/search", response_model=SearchResponse)
     def search(
@@ -53,7 +62,10 @@ def api_router(service: SearchService) -> APIRouter:
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         thumb = service.thumbnail(item_id)
-        return FileResponse(thumb.path, media_type="image/jpeg", headers={**headers, "ETag": thumb.etag})
+        headers["ETag"] = thumb.etag
+        if thumb.path is None:
+            return Response(thumb.data, media_type="image/jpeg", headers=headers)
+        return FileResponse(thumb.path, media_type="image/jpeg", headers=headers)
 
     @router.get("/items/{item_id:int}/image", response_class=Response)
     def image(item_id: int, request: Request) -> Response:

@@ -45,6 +45,10 @@ class HostNotAllowed(ClipdexError):
     """A request's Host header is not a name this server answers (DNS rebinding guard)."""
 
 
+class QueryStringTooLong(ClipdexError):
+    """A request's query string is over the server's length limit."""
+
+
 # Looked up along the exception's class hierarchy: the most specific entry wins.
 STATUS: dict[type[Exception], int] = {
     QueryError: 400,
@@ -53,6 +57,7 @@ STATUS: dict[type[Exception], int] = {
     ItemNotFound: 404,
     NoVectors: 404,
     UploadTooLarge: 413,
+    QueryStringTooLong: 414,
     UnsupportedUpload: 422,
     RequestValidationError: 422,
     ModelNotAvailable: 503,

@@ -1,20 +1,27 @@
-"""Reading image files for serving: only regular files whose bytes are a supported image.
+"""Reading image files for serving: only the regular file the catalog recorded, holding a supported image.
 
 An item's path comes from the catalog, never from a request. Even so the file may
-have been swapped since it was indexed (for a symlink, a FIFO, a text file), so
-every read re-checks what it got before anything is sent.
+have been swapped since it was indexed (for a symlink, a FIFO, a folder, another
+photo), so every read opens the path one component at a time without following a
+symbolic link, checks that it lies under one of the library's roots, and that the
+opened file has the size and modification time the catalog recorded, before
+anything is sent.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
+from indexer.catalog import FileRow
 from indexer.decode import ALLOWED_FORMATS
 from retrieval.server.errors import ItemNotFound, UnsupportedUpload, UploadTooLarge
 
@@ -28,6 +35,8 @@ MEDIA_TYPES = {
     "BMP": "image/bmp",
 }
 MAX_FILE_BYTES = 512 * 1024 * 1024
+_REFRESH = "run `clipdex index` to refresh"
+_NO_FOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -69,27 +78,82 @@ def identify(data: bytes) -> tuple[str, int, int] | None:
     return str(img.format), img.size[0], img.size[1]
 
 
-def read_item_file(item_id: int, path: bytes) -> ImageFile:
-    """The bytes of an indexed item's file; ItemNotFound unless it is still a readable image."""
+@dataclass(frozen=True)
+class ItemFile:
+    """Where an indexed photo's file is, as the catalog recorded it, and the roots it must lie under."""
+
+    item_id: int
+    recorded: FileRow
+    roots: Sequence[bytes]
+
+
+@contextmanager
+def opened_item_file(item: ItemFile) -> Iterator[tuple[int, os.stat_result]]:
+    """(descriptor, stat) of the item's file, closed on exit; ItemNotFound unless it is the
+    regular file the catalog recorded, reached through no symbolic link, under a root."""
+    item_id, recorded = item.item_id, item.recorded
+    if not any(_is_under(recorded.path, root) for root in item.roots):
+        raise ItemNotFound(f"item {item_id}'s file is outside the library's folders; {_REFRESH}")
+    fd = _open_no_symlinks(item_id, recorded.path)
     try:
-        # O_NONBLOCK: a FIFO swapped in for a photo must not hang the server on open.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        why = f"item {item_id}'s file cannot be read ({e.strerror}); run `clipdex index` to refresh"
-        raise ItemNotFound(why) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
-            raise ItemNotFound(f"item {item_id}'s file is no longer a photo; run `clipdex index` to refresh")
-        data = f.read()
+            raise ItemNotFound(f"item {item_id}'s file is no longer a photo; {_REFRESH}")
+        if (st.st_size, st.st_mtime_ns) != (recorded.size, recorded.mtime_ns):
+            raise ItemNotFound(f"item {item_id}'s file has changed since it was indexed; {_REFRESH}")
+        yield fd, st
+    finally:
+        os.close(fd)
+
+
+def read_item_file(item: ItemFile) -> ImageFile:
+    """The bytes of an indexed item's file; ItemNotFound unless it is still the recorded, readable image."""
+    with opened_item_file(item) as (fd, st), open(fd, "rb", closefd=False) as f:
+        data = f.read(MAX_FILE_BYTES + 1)
     try:
         found = identify(data)
     except Image.DecompressionBombError:
         found = None
     if found is None:
-        raise ItemNotFound(f"item {item_id}'s file is no longer a supported image; run `clipdex index` to refresh")
+        raise ItemNotFound(f"item {item.item_id}'s file is no longer a supported image; {_REFRESH}")
     fmt, w, h = found
     return ImageFile(data, fmt, w, h, st.st_size, st.st_mtime_ns)
+
+
+def _open_no_symlinks(item_id: int, path: bytes) -> int:
+    """A read-only descriptor of `path`, opened a component at a time from `/` with O_NOFOLLOW,
+    so a symbolic link anywhere on the way (the file or a folder above it) is refused.
+    O_NONBLOCK: a FIFO swapped in for a photo must not hang the server on open."""
+    parts = path.split(b"/")
+    if not path.startswith(b"/") or any(p in (b".", b"..") for p in parts):
+        raise ItemNotFound(f"item {item_id}'s recorded path is not a plain absolute path; {_REFRESH}")
+    try:
+        fd = os.open(b"/", os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW)
+        for folder in (p for p in parts[1:-1] if p):
+            try:
+                below = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW, dir_fd=fd)
+            finally:
+                os.close(fd)
+            fd = below
+        try:
+            return os.open(parts[-1], os.O_RDONLY | os.O_NONBLOCK | _NO_FOLLOW, dir_fd=fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise ItemNotFound(f"item {item_id}'s file cannot be read ({_why(e)}); {_REFRESH}") from None
+
+
+def _why(e: OSError) -> str:
+    if e.errno in (errno.ELOOP, errno.EMLINK):  # EMLINK: BSDs' O_NOFOLLOW error
+        return "it is now a symbolic link"
+    if e.errno == errno.ENOTDIR:  # what Linux answers for a symlinked folder opened with O_NOFOLLOW
+        return "a folder on its path is now a symbolic link, or not a folder"
+    return e.strerror or str(e)
+
+
+def _is_under(path: bytes, root: bytes) -> bool:
+    base = root.rstrip(b"/")
+    return path == root or path.startswith(base + b"/")
 
 
 def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> None:

@@ -23,7 +23,11 @@ class SearchOptions(BaseModel):
         default="score", description="Order the results by score or by date (newest first)."
     )
     texts: bool = Field(default=False, description="Search the text collection instead of the images.")
-    add: list[str] = Field(default=[], description="Terms to add: text or `item:ID`, optionally weighted `W:TERM`.")
+    add: list[str] = Field(
+        default=[],
+        description="Terms to add: text or `item:ID`, optionally weighted `W:TERM`. "
+        "At most 16 terms (q, add and sub together) of at most 300 characters each.",
+    )
     sub: list[str] = Field(default=[], description="Terms to subtract, like `add`.")
 
 
@@ -78,6 +82,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
         401: "Missing or wrong token",
         404: "Unknown item, or no vectors for the model",
         413: "Upload over the byte or pixel limit",
+        414: "Query string over 32 KiB",
         422: "Invalid parameter or unsupported upload",
     }.items()
 }

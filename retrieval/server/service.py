@@ -2,7 +2,10 @@
 
 Library calls are serialised by one lock: a search may catch the FAISS index up
 from the catalog's change log (items indexed by another process), which mutates
-the in-memory index. Decoding thumbnails happens outside the lock.
+the in-memory index. So that one request cannot hold up the others, work whose
+cost a client picks happens before the lock or is bounded: query terms are
+limited in number and length, and uploads and thumbnails are decoded outside it
+(at most DECODE_SLOTS uploads at a time, which bounds their memory).
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ from datetime import datetime
 from indexer.catalog import IMAGE, INDEXED, ItemRow
 from retrieval.errors import NoVectors
 from retrieval.library import Library
-from retrieval.query import SearchFilter, glob_for, parse_date, parse_term
-from retrieval.search import ImageResult, Result
+from retrieval.query import SearchFilter, check_term_limits, glob_for, parse_date, parse_term
+from retrieval.search import ImageResult, QueryImage, Result, decode_query_image
 from retrieval.server.errors import ItemNotFound
-from retrieval.server.images import ImageFile, check_upload, read_item_file
+from retrieval.server.images import ImageFile, ItemFile, check_upload, read_item_file
 from retrieval.server.schemas import SearchOptions
 from retrieval.server.settings import ServerSettings
 from retrieval.server.thumbnails import Thumbnail, ThumbnailCache
 
 _MAX_ID = 2**63 - 1
 API = "/api/v1"
+DECODE_SLOTS = 2  # uploads decoded at once: each takes about 7 bytes a pixel, up to max_upload_pixels
 
 
 class SearchService:
@@ -31,6 +35,7 @@ class SearchService:
         self.settings = settings
         self.thumbnails = ThumbnailCache(library.home / "thumbnails", settings.thumbnail_px, settings.max_upload_pixels)
         self._lock = threading.Lock()
+        self._decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
     def warm_up(self) -> None:
         """Load the model and the index now, so the first request is fast.
@@ -46,22 +51,30 @@ class SearchService:
 
     def search(self, query: str | None, options: SearchOptions, image: bytes | None = None) -> list[dict[str, object]]:
         """Ranked results as JSON-ready dicts; raises QueryError, ItemNotFound, NoVectors, upload errors."""
-        if image is not None:
-            check_upload(image, self.settings.max_upload_bytes, self.settings.max_upload_pixels)
+        check_term_limits([*([query] if query is not None else []), *options.add, *options.sub])
         filters = SearchFilter(
             path_glob=glob_for(options.path) if options.path else None,
             after=parse_date(options.after, "after") if options.after else None,
             before=parse_date(options.before, "before") if options.before else None,
             min_score=options.min_score,
         )
+        upload = self._decode_upload(image) if image is not None else None
         with self._lock:
             self._check_item_terms([query] if query is not None else [], options)
             results = self.library.search(
-                query, image=image, add=options.add, sub=options.sub, top=options.top, offset=options.offset,
+                query, image=upload, add=options.add, sub=options.sub, top=options.top, offset=options.offset,
                 filters=filters, sort=options.sort, texts=options.texts, model=self.settings.model,
                 allow_files=False,
             )
         return [result_dict(r) for r in results]
+
+    def _decode_upload(self, data: bytes) -> QueryImage:
+        """An upload checked from its header, then decoded outside the library lock."""
+        check_upload(data, self.settings.max_upload_bytes, self.settings.max_upload_pixels)
+        with self._lock:
+            spec = self.library.query_input_spec(self.settings.model)
+        with self._decode_slots:
+            return decode_query_image(data, spec, self.settings.max_upload_pixels)
 
     def similar(self, item_id: int, options: SearchOptions) -> list[dict[str, object]]:
         """Items like item `item_id` (texts describing it with options.texts); ItemNotFound if unknown."""
@@ -82,27 +95,28 @@ class SearchService:
 
     def image(self, item_id: int) -> ImageFile:
         """The verified bytes of an indexed image item's file; ItemNotFound otherwise."""
-        return read_item_file(item_id, self._file(item_id))
+        return read_item_file(self._file(item_id))
 
     def thumbnail(self, item_id: int) -> Thumbnail:
-        return self.thumbnails.get(item_id, self._file(item_id))
+        return self.thumbnails.get(self._file(item_id))
 
     def thumbnail_etag(self, item_id: int) -> str:
-        return f'"{self.thumbnails.key(item_id, self._file(item_id))}"'
+        return f'"{self.thumbnails.key(self._file(item_id))}"'
 
     def status(self) -> dict[str, object]:
         with self._lock:
             return self.library.status().to_dict()
 
-    def _file(self, item_id: int) -> bytes:
-        """The file of an indexed image: the only way a request reaches a file."""
+    def _file(self, item_id: int) -> ItemFile:
+        """The recorded file of an indexed image: the only way a request reaches a file."""
         if not 0 < item_id <= _MAX_ID:
             raise ItemNotFound(f"item {item_id} is not in the library")
         with self._lock:
-            path = self.library.item_file(item_id)
-        if path is None:
+            recorded = self.library.recorded_file(item_id)
+            roots = self.library.roots() if recorded is not None else []
+        if recorded is None:
             raise ItemNotFound(f"item {item_id} is not an indexed photo of this library")
-        return path
+        return ItemFile(item_id, recorded, roots)
 
     def _row(self, item_id: int) -> ItemRow:
         row = self.library.item(item_id) if 0 < item_id <= _MAX_ID else None

@@ -2,7 +2,8 @@
 
 Decoding reuses the indexer's orientation and colour handling; JPEGs are decoded
 at a reduced scale (draft mode). The saved JPEG is built from bare pixels, so no
-EXIF, GPS, maker note or ICC profile of the original survives.
+EXIF, GPS, maker note or ICC profile of the original survives. A library the
+server cannot write to (read-only) gets its thumbnails made on every request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from PIL import Image
 
 from indexer.decode import orient, to_rgb
 from retrieval.server.errors import ItemNotFound
-from retrieval.server.images import open_image, read_item_file
+from retrieval.server.images import ItemFile, open_image, opened_item_file, read_item_file
 
 _VERSION = 1  # bump to invalidate every cached thumbnail
 _TAG_ORIENTATION = 0x0112
@@ -30,8 +31,9 @@ _DECODE_ERRORS = (
 
 @dataclass(frozen=True)
 class Thumbnail:
-    path: Path
     etag: str
+    path: Path | None  # the cached file, or None when it could not be cached
+    data: bytes = b""  # the JPEG itself when path is None
 
 
 class ThumbnailCache:
@@ -42,26 +44,27 @@ class ThumbnailCache:
         self.max_side = max_side
         self.max_pixels = max_pixels
 
-    def key(self, item_id: int, path: bytes) -> str:
-        """The cache key of an item's thumbnail; ItemNotFound when its file is gone."""
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            raise ItemNotFound(f"item {item_id}'s file cannot be read ({e.strerror}); run `clipdex index`") from None
-        raw = f"{_VERSION}|{item_id}|{path.hex()}|{st.st_size}|{st.st_mtime_ns}|{self.max_side}"
+    def key(self, item: ItemFile) -> str:
+        """The cache key of an item's thumbnail; ItemNotFound unless its file is still the one indexed."""
+        with opened_item_file(item) as (_, st):
+            raw = f"{_VERSION}|{item.item_id}|{item.recorded.path.hex()}|{st.st_size}|{st.st_mtime_ns}|{self.max_side}"
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
-    def get(self, item_id: int, path: bytes) -> Thumbnail:
+    def get(self, item: ItemFile) -> Thumbnail:
         """The cached thumbnail, made now if missing; raises ItemNotFound for an unreadable file."""
-        key = self.key(item_id, path)
+        key = self.key(item)
         target = self.folder / key[:2] / f"{key}.jpg"
-        if not target.is_file():
-            source = read_item_file(item_id, path)
-            data = make_thumbnail(source.data, self.max_side, self.max_pixels)
-            if data is None:
-                raise ItemNotFound(f"item {item_id}'s file cannot be decoded; run `clipdex index` to refresh")
+        if target.is_file():
+            return Thumbnail(f'"{key}"', target)
+        source = read_item_file(item)
+        data = make_thumbnail(source.data, self.max_side, self.max_pixels)
+        if data is None:
+            raise ItemNotFound(f"item {item.item_id}'s file cannot be decoded; run `clipdex index` to refresh")
+        try:
             _write_atomically(target, data)
-        return Thumbnail(target, f'"{key}"')
+        except OSError:  # a read-only library (or a full disk): serve it uncached
+            return Thumbnail(f'"{key}"', None, data)
+        return Thumbnail(f'"{key}"', target)
 
 
 def make_thumbnail(data: bytes, max_side: int, max_pixels: int) -> bytes | None:
@@ -80,7 +83,6 @@ def make_thumbnail(data: bytes, max_side: int, max_pixels: int) -> bytes | None:
         return out.getvalue()
     except _DECODE_ERRORS:
         return None
-
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
