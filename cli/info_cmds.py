@@ -44,7 +44,7 @@ def status(
 
 def models(as_json: JsonOpt = False) -> None:
     """List the model architectures and their pretrained tags (use as NAME:TAG)."""
-    from retrieval.models import DEFAULT_MODEL, TINY_MODEL, list_models
+    from indexer.models import DEFAULT_MODEL, TINY_MODEL, list_models
 
     listing = list_models()
     if as_json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import InputFileError
+from indexer.errors import InputFileError
 
 
 def read_embeddings(path: Path, items_path: Path | None, kind: str) -> tuple[list[str], np.ndarray]:

@@ -23,15 +23,6 @@ class CheckpointError(ClipdexError):
     """A checkpoint file is missing, unsafe, or does not fit the architecture."""
 
 
-class ImageDecodeError(ClipdexError):
-    """An image could not be decoded."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"cannot read image {path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
 class QueryError(ClipdexError):
     """A search query or one of its terms is malformed."""
 
@@ -66,3 +57,7 @@ class DiskFull(ClipdexError):
 
 class InputFileError(ClipdexError):
     """A user-supplied input file (texts, pairs, embeddings) cannot be read."""
+
+
+class SavedModelError(ClipdexError):
+    """A saved model's name is invalid, taken by an architecture, or its files are missing."""

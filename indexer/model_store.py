@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from retrieval.finetune_errors import SavedModelError
-from retrieval.models import ModelSpec, is_known_architecture
+from indexer.models import ModelSpec, is_known_architecture
 
 MODELS_DIR = "models"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -19,13 +19,13 @@ import open_clip
 import torch
 
 from indexer.decode import InputSpec
-from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
+from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel
 
 DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
 TINY_MODEL = "clipdex-tiny"
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-# Trained on the synthetic world by `python -m retrieval.train_tiny`, shipped in the package.
+# Trained on the synthetic world by `python -m retrieval.demo.train_tiny`, shipped in the package.
 TINY_WEIGHTS = Path(__file__).parent / "weights" / "clipdex-tiny.safetensors"
 _SCHEMAS = ("hf-hub:", "local-dir:")
 
@@ -223,7 +223,7 @@ def _create_model(spec: ModelSpec) -> torch.nn.Module:
         if not TINY_WEIGHTS.is_file():
             raise ModelNotAvailable(
                 f"the built-in {TINY_MODEL} weights are missing ({TINY_WEIGHTS}); reinstall clipdex, "
-                "or rebuild them with `python -m retrieval.train_tiny`"
+                "or rebuild them with `python -m retrieval.demo.train_tiny`"
             )
         return _with_weights(spec.name, str(TINY_WEIGHTS))
     tags = open_clip.list_pretrained_tags_by_model(spec.name)

@@ -19,8 +19,8 @@ from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRecord, 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, DecodeResult, InputSpec
 from indexer.workers import DecodePool, PoolConfig
 from indexer.scan import FileStat, content_hash, scan_roots
-from retrieval.encode import auto_batch_size, encode_images, encode_texts
-from retrieval.models import Encoder
+from indexer.encode import auto_batch_size, encode_images, encode_texts
+from indexer.models import Encoder
 
 
 @dataclass(frozen=True)

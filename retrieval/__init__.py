@@ -1,6 +1,6 @@
 """clipdex's model side and public API: `Library`, `ModelSpec`, `SearchFilter`.
 
-Exports load lazily, so `import retrieval.errors` stays cheap (no torch import).
+Exports load lazily, so `import indexer.errors` stays cheap (no torch import).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from retrieval.library import Library
-    from retrieval.models import ModelSpec
+    from indexer.models import ModelSpec
     from retrieval.query import SearchFilter
 
 __all__ = ["Library", "ModelSpec", "SearchFilter"]
@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
 
         return Library
     if name == "ModelSpec":
-        from retrieval.models import ModelSpec
+        from indexer.models import ModelSpec
 
         return ModelSpec
     if name == "SearchFilter":

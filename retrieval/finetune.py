@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from retrieval.evaluate import RetrievalMetrics, evaluate
-from retrieval.model_store import named_path, write_model
-from retrieval.models import Encoder, ModelSpec, fingerprint_of
+from indexer.model_store import named_path, write_model
+from indexer.models import Encoder, ModelSpec, fingerprint_of
 from retrieval.pair_data import PairData, load_pairs, split_by_image
 from retrieval.pairs import Problem, read_pairs
 from retrieval.trainer import ProgressFn, TrainConfig, train

@@ -25,13 +25,14 @@ from indexer.decode import path_str
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, ItemRow, ModelRow, WriteBatch
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
+from indexer.scan import is_under
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
-from retrieval.encode import encode_texts
-from retrieval import model_store
-from retrieval.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
+from indexer.encode import encode_texts
+from indexer import model_store
+from indexer.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
 from retrieval.finetune_errors import ModelIncomplete
-from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
+from indexer.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import Result, SortOrder, TextCache, query_vector, rank
 
@@ -261,7 +262,7 @@ class Library:
                     raise PathNotFound(f"{os.fsdecode(raw)} does not exist")
             models = self._models_for_write(model)
             known = self.catalog.list_roots()
-            self.catalog.add_roots([p for p in given if not any(_under(p, r) for r in known)])
+            self.catalog.add_roots([p for p in given if not any(is_under(p, r) for r in known)])
             targets = given or known
             present = [r for r in targets if os.path.exists(r)]
             options = IndexOptions(exclude=tuple(exclude), batch_size=batch_size)
@@ -469,8 +470,3 @@ def _stat(path: bytes) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
-
-
-def _under(path: bytes, root: bytes) -> bool:
-    base = root.rstrip(b"/")
-    return path == base or path.startswith(base + b"/")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from retrieval.errors import QueryError
+from indexer.errors import QueryError
 
 TermKind = Literal["text", "image", "item"]
 _WEIGHT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.*)$", re.DOTALL)

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import TINY, env_without_pytest
-from retrieval.encode import encode_images, encode_texts
-from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
-from retrieval.models import DEFAULT_MODEL, ModelSpec, fingerprint_of, load_encoder
-from retrieval.synthetic import make_scenes, render
+from indexer.encode import encode_images, encode_texts
+from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel
+from indexer.models import DEFAULT_MODEL, ModelSpec, fingerprint_of, load_encoder
+from retrieval.demo.world import make_scenes, render
 
 CLIPDEX = str(Path(sys.executable).with_name("clipdex"))
 
@@ -44,7 +44,7 @@ def populate_hub_cache(hf_home: Path, repo: str, files: dict[str, bytes]) -> Non
 def test_tiny_model_gives_identical_embeddings_in_separate_processes() -> None:
     here = encode_texts(load_encoder(TINY, "cpu"), ["a red circle"])[0]
     code = (
-        "from retrieval.models import ModelSpec, load_encoder; from retrieval.encode import encode_texts; "
+        "from indexer.models import ModelSpec, load_encoder; from indexer.encode import encode_texts; "
         "print(encode_texts(load_encoder(ModelSpec.parse('clipdex-tiny'), 'cpu'), ['a red circle'])[0].tobytes().hex())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)

@@ -8,13 +8,12 @@ the in-memory index. Decoding thumbnails happens outside the lock.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 
-from indexer.catalog import IMAGE, INDEXED, ItemRow
-from retrieval.errors import NoVectors
+from indexer.items import IMAGE, INDEXED, ItemRow
+from indexer.errors import NoVectors
 from retrieval.library import Library
 from retrieval.query import SearchFilter, glob_for, parse_date, parse_term
-from retrieval.search import ImageResult, Result
+from retrieval.search import ImageResult, Result, iso_time
 from retrieval.server.errors import ItemNotFound
 from retrieval.server.images import ImageFile, check_upload, read_item_file
 from retrieval.server.schemas import SearchOptions
@@ -133,7 +132,3 @@ def thumbnail_url(item_id: int) -> str:
 
 def image_url(item_id: int) -> str:
     return f"{API}/items/{item_id}/image"
-
-
-def iso_time(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch).astimezone().isoformat()
