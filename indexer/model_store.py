@@ -1,8 +1,10 @@
-"""Fine-tuned models on disk: safetensors weights with a JSON model card beside them.
+"""The registry of models: open_clip's architectures, and model cards in folders.
 
-A model saved by name lives in the library as `models/NAME.safetensors` and
-`models/NAME.json`; `--model NAME` then loads it wherever a model is accepted.
-The card names the open_clip architecture the weights belong to.
+A model card is `NAME.json` beside its weights `NAME.safetensors`; it names the
+open_clip architecture (`arch`) the weights belong to. Cards are looked up in two
+folders, in order: the package's `weights/` (the built-in models, such as
+clipdex-tiny) and a library's `models/` (models fine-tuned and saved by name).
+`--model NAME` then loads a card wherever a model is accepted.
 """
 
 from __future__ import annotations
@@ -10,16 +12,42 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 
-from retrieval.finetune_errors import SavedModelError
-from indexer.models import ModelSpec, is_known_architecture
+from indexer.errors import ModelNotAvailable, SavedModelError
 
-MODELS_DIR = "models"
+BUILTIN_DIR = Path(__file__).parent / "weights"  # built-in cards and their weights
+CONFIG_DIR = Path(__file__).parent / "model_configs"  # open_clip configs of the built-in architectures
+MODELS_DIR = "models"  # a library's saved models
+SCHEMAS = ("hf-hub:", "local-dir:")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model found by name: its architecture and weights file, and the card's other fields."""
+
+    name: str
+    arch: str
+    weights: Path
+    is_builtin: bool
+    card: dict[str, Any]
+
+
+def register_builtin_models() -> None:
+    """Make the architecture configs shipped in the package known to open_clip."""
+    if not all(p.stem in open_clip.list_models() for p in CONFIG_DIR.glob("*.json")):
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def is_known_architecture(name: str) -> bool:
+    register_builtin_models()
+    return name.startswith(SCHEMAS) or name in open_clip.list_models()
 
 
 def card_path(weights: Path) -> Path:
@@ -27,24 +55,40 @@ def card_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
+def find_card(name: str, home: Path | None = None) -> ModelCard | None:
+    """The card called `name`: built in first, then saved in the library at `home`; None if there is none.
+
+    A saved model never shadows an architecture. Raises SavedModelError for a card that
+    cannot be read, ModelNotAvailable for a card whose weights file is missing.
+    """
+    if not _NAME.match(name):
+        return None
+    for folder, is_builtin in _folders(home):
+        if not is_builtin and is_known_architecture(name):
+            return None
+        weights = folder / f"{name}.safetensors"
+        if weights.is_file() or card_path(weights).is_file():
+            return _card(name, weights, is_builtin)
+    return None
+
+
+def list_cards(home: Path | None = None) -> list[ModelCard]:
+    """Every card with its weights: the built-in ones, then those saved in the library at `home`."""
+    out = []
+    for folder, is_builtin in _folders(home):
+        for weights in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            if card_path(weights).is_file():
+                out.append(_card(weights.stem, weights, is_builtin))
+    return out
+
+
 def named_path(home: Path, name: str) -> Path:
     """Where a named model's weights go; raise SavedModelError for a bad or taken name."""
     if not _NAME.match(name) or name.endswith(".safetensors"):
         raise SavedModelError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
-    if is_known_architecture(name):
-        raise SavedModelError(f"model name {name!r} is an open_clip architecture; choose another --name")
+    if is_known_architecture(name) or (BUILTIN_DIR / f"{name}.json").is_file():
+        raise SavedModelError(f"model name {name!r} is an open_clip architecture or a built-in model; choose another --name")
     return home / MODELS_DIR / f"{name}.safetensors"
-
-
-def resolve(home: Path, spec: ModelSpec) -> ModelSpec:
-    """A saved model's name becomes (architecture, its weights); any other spec is returned as is."""
-    if spec.pretrained is not None or spec.checkpoint is not None or is_known_architecture(spec.name):
-        return spec
-    weights = home / MODELS_DIR / f"{spec.name}.safetensors"
-    if not _NAME.match(spec.name) or not weights.is_file():
-        return spec
-    card = read_card(card_path(weights))
-    return ModelSpec(str(card["arch"]), None, str(weights.resolve()))
 
 
 def read_card(path: Path) -> dict[str, Any]:
@@ -71,11 +115,17 @@ def write_model(weights: Path, state: dict[str, torch.Tensor], card: dict[str, A
     os.replace(card_tmp, card_path(weights))
 
 
-def list_saved(home: Path) -> list[tuple[str, dict[str, Any]]]:
-    """(name, card) of every model saved in the library."""
-    folder = home / MODELS_DIR
-    out = []
-    for weights in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-        if card_path(weights).is_file():
-            out.append((weights.stem, read_card(card_path(weights))))
-    return out
+def _folders(home: Path | None) -> list[tuple[Path, bool]]:
+    """(folder, holds built-in models) in look-up order."""
+    return [(BUILTIN_DIR, True)] + ([(home / MODELS_DIR, False)] if home is not None else [])
+
+
+def _card(name: str, weights: Path, is_builtin: bool) -> ModelCard:
+    card = read_card(card_path(weights))
+    if not weights.is_file():
+        fix = "reinstall clipdex" if is_builtin else "save the model again"
+        if is_builtin and isinstance(card.get("trained_by"), str):
+            fix += f", or rebuild them with `{card['trained_by']}`"
+        what = "built-in" if is_builtin else "saved"
+        raise ModelNotAvailable(f"the {what} {name} weights are missing ({weights}); {fix}")
+    return ModelCard(name, str(card["arch"]), weights.resolve(), is_builtin, card)

@@ -72,7 +72,7 @@ def finetune(
         base_state = encoder.model.state_dict()
         tuned.load_state_dict(wise_ft(base_state, tuned.state_dict(), config.wise_ft))
     after = evaluate(encoder, val_data, model=tuned)
-    arch = encoder.spec.name
+    arch = encoder.arch
     state = {k: v.float() for k, v in tuned.state_dict().items()}
     card = {
         "arch": arch,

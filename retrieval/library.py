@@ -29,7 +29,6 @@ from indexer.scan import is_under
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
 from indexer.encode import encode_texts
-from indexer import model_store
 from indexer.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
 from retrieval.finetune_errors import ModelIncomplete
 from indexer.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
@@ -109,7 +108,7 @@ class Library:
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
         `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32 or bf16.
         """
-        root = Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
+        root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
         config = _read_config(root / "config.json")
         if db is not None and config.get("db") != db:
@@ -140,10 +139,9 @@ class Library:
     # -- models ----------------------------------------------------------------------------
 
     def encoder(self, spec: ModelSpec) -> Encoder:
-        """Load (once per Library) the encoder for a model spec, or for a model saved in the library by name."""
-        spec = model_store.resolve(self.home, spec)
+        """Load (once per Library) the encoder for a model spec, or for a model card (built in, or saved here) by name."""
         if spec not in self._encoders:
-            self._encoders[spec] = load_encoder(spec, self.device, self.precision)
+            self._encoders[spec] = load_encoder(spec, self.device, self.precision, home=self.home)
         return self._encoders[spec]
 
     def default_encoder(self) -> Encoder:
@@ -433,6 +431,11 @@ class Library:
             size_bytes=size,
             errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
         )
+
+
+def library_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The library folder: `home`, else $CLIPDEX_HOME, else the user data dir (not created here)."""
+    return Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
 
 
 def _read_config(path: Path) -> dict[str, object]:

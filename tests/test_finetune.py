@@ -326,11 +326,14 @@ def test_demo_runs_offline_as_a_user_runs_it(tmp_path: Path) -> None:
 
 
 def test_builtin_tiny_loads_the_shipped_weights_and_never_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import indexer.models as models
+    import shutil
+
+    import indexer.model_store as model_store
     from indexer.errors import ModelNotAvailable
 
     assert load_encoder(TINY, "cpu").fingerprint == load_encoder(TINY, "cpu").fingerprint
-    monkeypatch.setattr(models, "TINY_WEIGHTS", tmp_path / "gone.safetensors")
+    shutil.copy(model_store.BUILTIN_DIR / "clipdex-tiny.json", tmp_path)  # the card, without its weights
+    monkeypatch.setattr(model_store, "BUILTIN_DIR", tmp_path)
     with pytest.raises(ModelNotAvailable, match="python -m retrieval.demo.train_tiny"):
         load_encoder(TINY, "cpu")
 

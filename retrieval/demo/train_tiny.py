@@ -21,13 +21,15 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
+from indexer.model_store import BUILTIN_DIR, register_builtin_models
+from indexer.models import TINY_MODEL, ModelSpec, load_encoder
 from retrieval.demo import world
-from retrieval.evaluate import RetrievalMetrics, evaluate
-from indexer.models import TINY_MODEL, TINY_WEIGHTS, ModelSpec, load_encoder, register_builtin_models
 from retrieval.demo.world import from_scenes
+from retrieval.evaluate import RetrievalMetrics, evaluate
 from retrieval.trainer import TrainConfig, TrainProgress, train
 
 SEED = 20260101
+TINY_WEIGHTS = BUILTIN_DIR / f"{TINY_MODEL}.safetensors"  # with its card beside it: a built-in model
 TRAIN_SCENES = 6_000
 HELD_OUT_SCENES = 500
 CONFIG = TrainConfig(
