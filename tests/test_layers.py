@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,26 @@ def test_import_indexer_alone_loads_nothing_from_above() -> None:
     code = "import sys, indexer; print(sorted(m for m in sys.modules if m.split('.')[0] in ('retrieval', 'cli')))"
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (run.returncode, run.stdout.strip()) == (0, "[]"), run.stderr
+
+
+def test_the_web_page_modules_import_each_other_without_cycles() -> None:
+    static = ROOT / "retrieval" / "server" / "static"
+    graph = {
+        js.name: set(re.findall(r'^import\b[^;]*?from "\./([\w.-]+\.js)"', js.read_text(encoding="utf-8"), re.M | re.S))
+        for js in static.glob("*.js")
+    }
+    assert graph["app.js"] >= {"render.js", "viewer.js"}  # the reader sees the imports
+    cycles = [f"{a} ↔ {b}" for a in graph for b in graph[a] if reaches(graph, b, a)]
+    assert cycles == []
+
+
+def reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo += graph.get(node, set())
+    return False
