@@ -15,7 +15,7 @@ import typer
 import typer.core
 
 from cli import demo_cmd, info_cmds, search_cmd, serve_cmd, train_cmds, write_cmds
-from indexer.errors import ClipdexError
+from retrieval.errors import ClipdexError
 
 EXIT_ERROR = 1
 

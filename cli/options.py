@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from indexer.errors import UnknownModel
+from retrieval.errors import UnknownModel
 
 if TYPE_CHECKING:
     from retrieval.library import Library

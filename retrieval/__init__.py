@@ -1,6 +1,6 @@
 """clipdex's model side and public API: `Library`, `ModelSpec`, `SearchFilter`.
 
-Exports load lazily, so `import indexer.errors` stays cheap (no torch import).
+Exports load lazily, so `import retrieval.errors` stays cheap (no torch import).
 """
 
 from __future__ import annotations
