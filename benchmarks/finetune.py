@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/finetune.py
 
-The new domain (retrieval.synthetic.NEW) has shape and texture words the built-in
+The new domain (retrieval.demo.world.NEW) has shape and texture words the built-in
 model never saw. Training pairs are written as PNG files plus a CSV and read back
 through the pairs reader, as a user's would be. Reported on held-out galleries
 (images never trained on): text→image recall before and after, retention on the
@@ -29,11 +29,12 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from retrieval import synthetic  # noqa: E402
+from retrieval.demo import world  # noqa: E402
 from retrieval.evaluate import RetrievalMetrics, evaluate  # noqa: E402
 from retrieval.finetune import finetune, wise_ft  # noqa: E402
-from retrieval.models import TINY_MODEL, Encoder, ModelSpec, load_encoder  # noqa: E402
-from retrieval.pair_data import PairData, from_scenes, load_pairs  # noqa: E402
+from indexer.models import TINY_MODEL, Encoder, ModelSpec, load_encoder  # noqa: E402
+from retrieval.demo.world import from_scenes  # noqa: E402
+from retrieval.pair_data import PairData, load_pairs  # noqa: E402
 from retrieval.pairs import read_pairs  # noqa: E402
 from retrieval.trainer import TrainConfig, TrainProgress  # noqa: E402
 
@@ -55,13 +56,13 @@ def main() -> int:
     started = STARTED
     base = load_encoder(ModelSpec.parse(TINY_MODEL), "cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        csv_path = synthetic.write_world(Path(tmp) / "new", synthetic.make_scenes(args.train_scenes, SEED, synthetic.NEW))
+        csv_path = world.write_world(Path(tmp) / "new", world.make_scenes(args.train_scenes, SEED, world.NEW))
         train_data, problems = load_pairs(read_pairs(csv_path), base.input_spec)
         assert not problems
-        val = _world(base, 200, SEED + 1, synthetic.NEW)  # early stopping, not reported
-        new_gallery = _world(base, args.gallery, SEED + 2, synthetic.NEW)
-        old_gallery = _world(base, args.gallery, SEED + 3, synthetic.BASE)
-        old_val = _world(base, args.gallery, SEED + 4, synthetic.BASE)  # picks the wise-ft α, not reported
+        val = _world(base, 200, SEED + 1, world.NEW)  # early stopping, not reported
+        new_gallery = _world(base, args.gallery, SEED + 2, world.NEW)
+        old_gallery = _world(base, args.gallery, SEED + 3, world.BASE)
+        old_val = _world(base, args.gallery, SEED + 4, world.BASE)  # picks the wise-ft α, not reported
         _log(f"data ready: {train_data.images} training images ({time.monotonic() - started:.0f}s)")
         config = replace(CONFIG, max_steps=args.steps)
         result = finetune(base, train_data, val, config, Path(tmp) / "tuned.safetensors", progress=_report)
@@ -75,8 +76,8 @@ def main() -> int:
     return 0
 
 
-def _world(encoder: Encoder, n: int, seed: int, domain: synthetic.Domain) -> PairData:
-    return from_scenes(synthetic.make_scenes(n, seed, domain, split="test"), encoder.input_spec)
+def _world(encoder: Encoder, n: int, seed: int, domain: world.Domain) -> PairData:
+    return from_scenes(world.make_scenes(n, seed, domain, split="test"), encoder.input_spec)
 
 
 def _mixed(base: Encoder, tuned: Encoder, alpha: float) -> torch.nn.Module:

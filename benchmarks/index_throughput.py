@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import photos  # noqa: E402
 from indexer.decode import DecodedImage, InputSpec, decode_image  # noqa: E402
 from indexer.workers import DecodePool, PoolConfig  # noqa: E402
-from retrieval.encode import auto_batch_size, encode_images  # noqa: E402
+from indexer.encode import auto_batch_size, encode_images  # noqa: E402
 from retrieval.library import Library  # noqa: E402
-from retrieval.models import TINY_MODEL, Encoder, ModelSpec, load_encoder  # noqa: E402
-from retrieval.synthetic import make_scenes, render  # noqa: E402
+from indexer.models import TINY_MODEL, Encoder, ModelSpec, load_encoder  # noqa: E402
+from retrieval.demo.world import make_scenes, render  # noqa: E402
 
 PSNR_TARGET_DB = 40.0
 COSINE_TARGET = 0.99

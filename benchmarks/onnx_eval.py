@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from retrieval.encode import encode_images  # noqa: E402
-from retrieval.models import ModelSpec, load_encoder  # noqa: E402
+from indexer.encode import encode_images  # noqa: E402
+from indexer.models import ModelSpec, load_encoder  # noqa: E402
 
 
 class _Visual(torch.nn.Module):

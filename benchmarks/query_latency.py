@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retrieval.library import Library  # noqa: E402
-from retrieval.models import ModelSpec  # noqa: E402
+from indexer.models import ModelSpec  # noqa: E402
 
 QUERIES = [f"{a} {b} at {c}" for a in ("kids", "a dog", "two cats", "an old car", "my grandmother")
            for b in ("playing", "sleeping", "running", "laughing") for c in ("the beach", "sunset", "home", "night", "school")]

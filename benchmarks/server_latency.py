@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retrieval.library import Library  # noqa: E402
-from retrieval.models import ModelSpec  # noqa: E402
+from indexer.models import ModelSpec  # noqa: E402
 
 TARGET_P50_MS = 60.0
 TOP = 20

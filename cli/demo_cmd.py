@@ -17,7 +17,7 @@ def demo(
     images: Annotated[int, typer.Option("--images", min=20, help="How many pictures to draw and index.")] = 200,
 ) -> None:
     """Draw a small photo world, index it with the built-in model, and search it (offline)."""
-    from retrieval.demo import run_demo
+    from retrieval.demo.run import run_demo
 
     report = run_demo(library, images, note=note)
     typer.echo(f"indexed {report.images} pictures in {report.index_seconds:.1f}s ({shown(report.photos)})")

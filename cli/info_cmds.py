@@ -42,17 +42,23 @@ def status(
         echo(f"skipped   {e['path']}: {e['reason']}")
 
 
-def models(as_json: JsonOpt = False) -> None:
-    """List the model architectures and their pretrained tags (use as NAME:TAG)."""
-    from retrieval.models import DEFAULT_MODEL, TINY_MODEL, list_models
+def models(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:
+    """List the built-in models, those saved in the library, and the architectures with their pretrained tags (use as NAME:TAG)."""
+    from indexer.models import DEFAULT_MODEL, list_models
+    from retrieval.library import library_home
 
-    listing = list_models()
+    listing = list_models(library_home(library))
     if as_json:
-        print_json({"default": DEFAULT_MODEL, "models": [{"name": m.name, "tags": list(m.tags)} for m in listing]})
+        rows = [{"name": m.name, "tags": list(m.tags), "source": m.source, "arch": m.arch} for m in listing]
+        print_json({"default": DEFAULT_MODEL, "models": rows})
         return
-    typer.echo(f"default: {DEFAULT_MODEL}   built in, offline: {TINY_MODEL}")
+    typer.echo(f"default: {DEFAULT_MODEL}")
     for m in listing:
-        typer.echo(f"{m.name}: {', '.join(m.tags)}" if m.tags else m.name)
+        if m.arch is not None:
+            where = "built in, offline" if m.source == "built-in" else "saved in this library"
+            typer.echo(f"{m.name}  ({where}; architecture {m.arch})")
+        else:
+            typer.echo(f"{m.name}: {', '.join(m.tags)}" if m.tags else m.name)
 
 
 def _mb(n: object) -> str:

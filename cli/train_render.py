@@ -8,6 +8,8 @@ from typing import Any, Callable, Iterator
 
 import typer
 
+from cli.render import rich_progress
+
 
 @contextmanager
 def train_progress() -> Iterator[Callable[[Any], None]]:
@@ -20,11 +22,7 @@ def train_progress() -> Iterator[Callable[[Any], None]]:
 
         yield line
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with rich_progress("training", transient=False) as bar:
         task = bar.add_task("training", total=None, info="")
 
         def update(p: Any) -> None:

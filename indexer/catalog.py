@@ -24,53 +24,12 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from indexer import db_guard, failpoints, schema
 from indexer.decode import ImageInfo, path_str
+from indexer.scan import is_under
 from indexer.schema import changes, embeddings, items, meta, models, roots
-from retrieval.errors import CatalogError, DiskFull
+from indexer.errors import CatalogError, DiskFull
+from indexer.items import IMAGE, INDEXED, SKIPPED, TEXT, FileRow, ItemRow, ModelRow
 
-IMAGE = "image"
-TEXT = "text"
-INDEXED = "indexed"
-SKIPPED = "skipped"
 _CHUNK = 500  # rows per IN (...) clause, well under every backend's parameter limit
-
-
-@dataclass(frozen=True)
-class ModelRow:
-    id: int
-    fingerprint: str
-    name: str
-    pretrained: str | None
-    checkpoint: str | None
-    dim: int
-
-
-@dataclass(frozen=True)
-class FileRow:
-    """What change detection needs to know of an indexed file."""
-
-    id: int
-    path: bytes
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    status: str
-    decode_tries: int  # runs in a row whose decoder process failed on this version of the file
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    id: int
-    kind: str
-    path: str | None
-    text: str | None
-    width: int | None
-    height: int | None
-    taken_at: float | None
-    date_key: float | None
-    camera: str | None
-    size: int | None
-    status: str
-    reason: str | None
 
 
 @dataclass
@@ -268,7 +227,7 @@ class Catalog:
     def remove_root(self, path: bytes) -> int:
         """Forget a root and the items under it that no other root covers; return items removed."""
         others = [r for r in self.list_roots() if r != path]
-        ids = [f.id for f in self.files_under([path]) if not any(_is_under(f.path, o) for o in others)]
+        ids = [f.id for f in self.files_under([path]) if not any(is_under(f.path, o) for o in others)]
         with self._write() as conn:
             conn.execute(delete(roots).where(roots.c.path == path))
             self._remove_items(conn, ids)
@@ -598,11 +557,6 @@ def _reraise(e: DBAPIError, url: str) -> NoReturn:
 
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _is_under(path: bytes, root: bytes) -> bool:
-    base = root.rstrip(b"/")
-    return path == base or path.startswith(base + b"/")
 
 
 def _chunks(seq: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:

@@ -19,7 +19,7 @@ from typing import Iterator
 from sqlalchemy import Connection, Engine, make_url, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from retrieval.errors import CatalogError, ClipdexError, DatabaseDriverMissing, DiskFull, LibraryBusy
+from indexer.errors import CatalogError, ClipdexError, DatabaseDriverMissing, DiskFull, LibraryBusy
 
 # SQLite result codes and PostgreSQL SQLSTATEs that mean "damaged" or "full", not "busy".
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 10, 11, 13, 26

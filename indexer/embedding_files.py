@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from retrieval.errors import InputFileError
+from indexer.errors import InputFileError
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _CHECK_ROWS = 8192  # rows checked at a time in float64: bounds the extra memory of a large import (~50 MB at D=768)

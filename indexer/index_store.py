@@ -13,7 +13,7 @@ from pathlib import Path
 
 from indexer.catalog import Catalog, ModelRow
 from indexer.vector_index import IndexTag, VectorIndex, remove_stale_temps
-from retrieval.errors import DiskFull
+from indexer.errors import DiskFull
 
 
 @dataclass(frozen=True)

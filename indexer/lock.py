@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from retrieval.errors import LibraryBusy
+from indexer.errors import LibraryBusy
 
 
 class WriteLock:

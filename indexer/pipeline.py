@@ -24,8 +24,8 @@ from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, Deco
 from indexer.decode_worker import WorkerFailure
 from indexer.workers import DecodePool, PoolConfig
 from indexer.scan import FileStat, content_hash, scan_roots
-from retrieval.encode import auto_batch_size, encode_images, encode_texts
-from retrieval.models import Encoder
+from indexer.encode import auto_batch_size, encode_images, encode_texts
+from indexer.models import Encoder
 
 MAX_DECODE_TRIES = 3  # runs in a row a file's decoder may crash, hang or run out of memory on it
 

@@ -122,6 +122,12 @@ def _excluded(path: bytes, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(text, p) or fnmatchcase(name, p) for p in patterns)
 
 
+def is_under(path: bytes, root: bytes) -> bool:
+    """Whether `path` is `root` or inside it (by path components, so /a/bc is not under /a/b)."""
+    base = root.rstrip(b"/")
+    return path == base or path.startswith(base + b"/")
+
+
 def is_image_name(path: bytes) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 

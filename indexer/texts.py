@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.errors import InputFileError
+from indexer.errors import InputFileError
 
 
 @dataclass

@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from indexer import failpoints
-from retrieval.errors import DiskFull
+from indexer.errors import DiskFull
 
 MAGIC = b"CLIPDEX-FAISS\x00\x01\n"
 _LEN = struct.Struct("<Q")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retrieval.models import Encoder
+from indexer.models import Encoder
 
 MAX_LOGIT_SCALE = float(np.log(100.0))  # CLIP clamps the temperature at 1/100
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from retrieval.encode import encode_images, encode_texts
-from retrieval.models import Encoder, ModelSpec
+from indexer.encode import encode_images, encode_texts
+from indexer.models import Encoder, ModelSpec
 from retrieval.pair_data import PairData, load_pairs
 from retrieval.pairs import Problem, read_pairs
 

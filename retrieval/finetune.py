@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from retrieval.evaluate import RetrievalMetrics, evaluate
-from retrieval.model_store import named_path, write_model
-from retrieval.models import Encoder, ModelSpec, fingerprint_of
+from indexer.model_store import named_path, write_model
+from indexer.models import Encoder, ModelSpec, fingerprint_of
 from retrieval.pair_data import PairData, load_pairs, split_by_image
 from retrieval.pairs import Problem, read_pairs
 from retrieval.trainer import ProgressFn, TrainConfig, train
@@ -72,7 +72,7 @@ def finetune(
         base_state = encoder.model.state_dict()
         tuned.load_state_dict(wise_ft(base_state, tuned.state_dict(), config.wise_ft))
     after = evaluate(encoder, val_data, model=tuned)
-    arch = encoder.spec.name
+    arch = encoder.arch
     state = {k: v.float() for k, v in tuned.state_dict().items()}
     card = {
         "arch": arch,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from retrieval.errors import ClipdexError
+from indexer.errors import ClipdexError, SavedModelError
+
+__all__ = ["ModelIncomplete", "SavedModelError", "TrainingConfigError"]
 
 
 class TrainingConfigError(ClipdexError):
@@ -12,6 +14,3 @@ class TrainingConfigError(ClipdexError):
 class ModelIncomplete(ClipdexError):
     """A model cannot become the library's default: some items have no vector from it yet."""
 
-
-class SavedModelError(ClipdexError):
-    """A saved model's name is invalid, taken by an architecture, or its files are missing."""

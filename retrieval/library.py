@@ -27,13 +27,13 @@ from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow, WriteBatch
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
+from indexer.scan import is_under
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
-from retrieval.encode import encode_texts
-from retrieval import model_store
-from retrieval.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
+from indexer.encode import encode_texts
+from indexer.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
 from retrieval.finetune_errors import ModelIncomplete
-from retrieval.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
+from indexer.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import QueryImage, Result, SortOrder, TextCache, query_vector, rank
 
@@ -110,7 +110,7 @@ class Library:
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
         `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32 or bf16.
         """
-        root = Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
+        root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
         config = _read_config(root / "config.json")
         if db is not None and config.get("db") != db:
@@ -141,10 +141,9 @@ class Library:
     # -- models ----------------------------------------------------------------------------
 
     def encoder(self, spec: ModelSpec) -> Encoder:
-        """Load (once per Library) the encoder for a model spec, or for a model saved in the library by name."""
-        spec = model_store.resolve(self.home, spec)
+        """Load (once per Library) the encoder for a model spec, or for a model card (built in, or saved here) by name."""
         if spec not in self._encoders:
-            self._encoders[spec] = load_encoder(spec, self.device, self.precision)
+            self._encoders[spec] = load_encoder(spec, self.device, self.precision, home=self.home)
         return self._encoders[spec]
 
     def default_encoder(self) -> Encoder:
@@ -263,7 +262,7 @@ class Library:
                     raise PathNotFound(f"{os.fsdecode(raw)} does not exist")
             models = self._models_for_write(model)
             known = self.catalog.list_roots()
-            self.catalog.add_roots([p for p in given if not any(_under(p, r) for r in known)])
+            self.catalog.add_roots([p for p in given if not any(is_under(p, r) for r in known)])
             targets = given or known
             present = [r for r in targets if os.path.exists(r)]
             options = IndexOptions(exclude=tuple(exclude), batch_size=batch_size)
@@ -448,6 +447,11 @@ class Library:
         )
 
 
+def library_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The library folder: `home`, else $CLIPDEX_HOME, else the user data dir (not created here)."""
+    return Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
+
+
 def _read_config(path: Path) -> dict[str, object]:
     try:
         config = json.loads(path.read_text()) if path.exists() else {}
@@ -490,8 +494,3 @@ def _stat(path: bytes) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
-
-
-def _under(path: bytes, root: bytes) -> bool:
-    base = root.rstrip(b"/")
-    return path == base or path.startswith(base + b"/")

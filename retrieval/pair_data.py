@@ -14,10 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.decode import DecodedImage, InputSpec, decode_bytes, decode_images
-from retrieval.errors import InputFileError
+from indexer.decode import DecodedImage, InputSpec, decode_images
+from indexer.errors import InputFileError
 from retrieval.pairs import PairFile, Problem
-from retrieval.synthetic import Scene, png_bytes
 
 
 @dataclass(frozen=True)
@@ -101,17 +100,6 @@ def load_pairs(pair_file: PairFile, spec: InputSpec) -> tuple[PairData, list[Pro
     if not pixels:
         raise InputFileError(f"{pair_file.source} has no usable image–caption pairs ({len(problems)} skipped)")
     return build(pixels, captions), problems
-
-
-def from_scenes(scenes: Sequence[Scene], spec: InputSpec, size: int = 128) -> PairData:
-    """Render synthetic scenes and decode them through the same path as image files."""
-    pixels = []
-    for scene in scenes:
-        decoded = decode_bytes(png_bytes(scene, size), spec)
-        if not isinstance(decoded, DecodedImage):
-            raise RuntimeError(f"a rendered scene did not decode: {decoded.reason}")
-        pixels.append(decoded.pixels)
-    return build(pixels, [s.captions for s in scenes])
 
 
 def split_by_image(data: PairData, val_fraction: float, seed: int) -> tuple[PairData, PairData]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Sequence
 
-from retrieval.errors import QueryError, QueryTooLarge
+from indexer.errors import QueryError, QueryTooLarge
 
 TermKind = Literal["text", "image", "item"]
 MAX_WEIGHT = 1_000_000.0  # weights are relative; a larger one overflows float32 sums into inf and NaN

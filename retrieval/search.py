@@ -12,9 +12,9 @@ import numpy as np
 from indexer.catalog import IMAGE, TEXT, Catalog, ModelRow
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, InputSpec, decode_bytes, decode_image
 from indexer.index_store import IndexStore
-from retrieval.encode import encode_images, encode_texts
-from retrieval.errors import NonFiniteQuery, QueryError
-from retrieval.models import Encoder
+from indexer.encode import encode_images, encode_texts
+from indexer.errors import NonFiniteQuery, QueryError
+from indexer.models import Encoder
 from retrieval.query import SearchFilter, Term
 
 SortOrder = Literal["score", "date"]
@@ -186,14 +186,15 @@ def rank(
         if kind == TEXT:
             results.append(TextResult(i, row.text or "", s))
         else:
-            results.append(ImageResult(i, row.path or "", s, row.width, row.height, _iso(row.taken_at)))
+            results.append(ImageResult(i, row.path or "", s, row.width, row.height, iso_time(row.taken_at)))
     if sort == "date" and kind == IMAGE:
         dates = {i: rows[i].date_key or 0.0 for i, _ in hits if i in rows}
         results.sort(key=lambda r: dates.get(r.id, 0.0), reverse=True)
     return results
 
 
-def _iso(epoch: float | None) -> str | None:
+def iso_time(epoch: float | None) -> str | None:
+    """A timestamp as local ISO 8601 with its UTC offset, or None."""
     if epoch is None:
         return None
     return datetime.fromtimestamp(epoch).astimezone().isoformat()

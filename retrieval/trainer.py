@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from retrieval.contrastive import MAX_LOGIT_SCALE, pixels_to_input, train_step
-from retrieval.errors import CheckpointError
+from indexer.errors import CheckpointError
 from retrieval.evaluate import RetrievalMetrics, evaluate
 from retrieval.finetune_errors import TrainingConfigError
 from retrieval.lora import add_lora, merge_lora
-from retrieval.models import Encoder
+from indexer.models import Encoder
 from retrieval.pair_data import PairData
 
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -13,7 +13,7 @@ from PIL import Image
 from sqlalchemy import create_engine, make_url, text
 
 from retrieval.library import Library
-from retrieval.models import ModelSpec
+from indexer.models import ModelSpec
 
 TINY = ModelSpec.parse("clipdex-tiny")
 

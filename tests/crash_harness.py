@@ -37,7 +37,7 @@ from retrieval.library import Library
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 2
 FRESH, UPDATE = "fresh", "update"  # index an empty library / bring an indexed one up to date
-_PRELOAD = ["cli.app", "retrieval.library", "retrieval.models", "retrieval.encode", "indexer.pipeline", "torch", "open_clip", "faiss"]
+_PRELOAD = ["cli.app", "retrieval.library", "indexer.models", "indexer.encode", "indexer.pipeline", "torch", "open_clip", "faiss"]
 
 
 def child_env() -> dict[str, str]:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from conftest import TINY, make_photo
 from indexer import failpoints, vector_index
-from retrieval.errors import CatalogError, DiskFull
+from indexer.errors import CatalogError, DiskFull
 from retrieval.library import Library
 
 

@@ -15,15 +15,16 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import TINY, env_without_pytest, make_photo
-from retrieval import synthetic
+from retrieval.demo import world
 from retrieval.contrastive import contrastive_loss, pixels_to_input, train_step
 from retrieval.evaluate import first_hit_ranks, retrieval_metrics
 from retrieval.finetune import finetune, wise_ft
 from retrieval.finetune_errors import ModelIncomplete
 from retrieval.library import Library
 from retrieval.lora import add_lora, merge_lora
-from retrieval.models import Encoder, ModelSpec, load_encoder
-from retrieval.pair_data import PairData, from_scenes, split_by_image
+from indexer.models import Encoder, ModelSpec, load_encoder
+from retrieval.demo.world import from_scenes
+from retrieval.pair_data import PairData, split_by_image
 from retrieval.pairs import Problem, read_pairs
 from retrieval.trainer import TrainConfig, TrainProgress, train
 
@@ -40,7 +41,7 @@ def tiny() -> Encoder:
 @pytest.fixture(scope="module")
 def new_world(tiny: Encoder) -> tuple[PairData, PairData]:
     """Scenes of shapes and textures the tiny model never saw, split by image."""
-    data = from_scenes(synthetic.make_scenes(80, 5, synthetic.NEW), tiny.input_spec)
+    data = from_scenes(world.make_scenes(80, 5, world.NEW), tiny.input_spec)
     return split_by_image(data, 0.25, seed=0)
 
 
@@ -276,7 +277,7 @@ def test_use_refuses_a_half_embedded_library_then_switches(tmp_path: Path, photo
 
 
 def test_cli_finetune_eval_index_use_with_a_named_model(tmp_path: Path) -> None:
-    csv_path = synthetic.write_world(tmp_path / "world", synthetic.make_scenes(40, 9, synthetic.NEW), size=64)
+    csv_path = world.write_world(tmp_path / "world", world.make_scenes(40, 9, world.NEW), size=64)
     with open(csv_path, "a") as f:
         f.write("scene00000.png,\nghost.png,a ghost\n")  # lines 82 and 83
     lib = ["--library", str(tmp_path / "lib")]
@@ -301,8 +302,8 @@ def test_cli_finetune_eval_index_use_with_a_named_model(tmp_path: Path) -> None:
 def test_val_pairs_file_keeps_its_images_out_of_training(tmp_path: Path) -> None:
     from retrieval.finetune import finetune_pairs
 
-    scenes = synthetic.make_scenes(30, 11, synthetic.NEW)
-    train_csv = synthetic.write_world(tmp_path / "w", scenes, size=64)
+    scenes = world.make_scenes(30, 11, world.NEW)
+    train_csv = world.write_world(tmp_path / "w", scenes, size=64)
     val_csv = tmp_path / "w" / "val.csv"
     val_csv.write_text("image,caption\n" + "".join(f"scene{i:05d}.png,{scenes[i].captions[0]}\n" for i in range(6)))
     with Library.open(tmp_path / "lib") as lib:
@@ -325,17 +326,20 @@ def test_demo_runs_offline_as_a_user_runs_it(tmp_path: Path) -> None:
 
 
 def test_builtin_tiny_loads_the_shipped_weights_and_never_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import retrieval.models as models
-    from retrieval.errors import ModelNotAvailable
+    import shutil
+
+    import indexer.model_store as model_store
+    from indexer.errors import ModelNotAvailable
 
     assert load_encoder(TINY, "cpu").fingerprint == load_encoder(TINY, "cpu").fingerprint
-    monkeypatch.setattr(models, "TINY_WEIGHTS", tmp_path / "gone.safetensors")
-    with pytest.raises(ModelNotAvailable, match="python -m retrieval.train_tiny"):
+    shutil.copy(model_store.BUILTIN_DIR / "clipdex-tiny.json", tmp_path)  # the card, without its weights
+    monkeypatch.setattr(model_store, "BUILTIN_DIR", tmp_path)
+    with pytest.raises(ModelNotAvailable, match="python -m retrieval.demo.train_tiny"):
         load_encoder(TINY, "cpu")
 
 
 def _world_split(tiny: Encoder) -> tuple[PairData, PairData]:
-    data = from_scenes(synthetic.make_scenes(24, 3, synthetic.NEW), tiny.input_spec)
+    data = from_scenes(world.make_scenes(24, 3, world.NEW), tiny.input_spec)
     return split_by_image(data, 0.25, seed=0)
 
 

@@ -31,7 +31,7 @@ from hypothesis.extra import numpy as hnp
 from cli.render import print_json, shown
 from indexer.embedding_files import unit_rows
 from indexer.texts import read_texts
-from retrieval.errors import InputFileError, QueryError
+from indexer.errors import InputFileError, QueryError
 from retrieval.query import Term, glob_for, parse_date, parse_term, parse_terms
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from conftest import TINY, brute_force, make_photo
-from retrieval.errors import InputFileError
+from indexer.errors import InputFileError
 from retrieval.library import Library
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, make_photo
-from retrieval.errors import LibraryBusy, PathNotFound
+from indexer.errors import LibraryBusy, PathNotFound
 from retrieval.library import Library
 from indexer.lock import WriteLock
 

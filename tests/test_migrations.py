@@ -17,7 +17,7 @@ import pytest
 
 from conftest import brute_force
 from indexer import schema
-from retrieval.errors import ModelNotAvailable
+from indexer.errors import ModelNotAvailable
 from retrieval.library import Library
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v1-library"

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import TINY, env_without_pytest
-from retrieval.encode import encode_images, encode_texts
-from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
-from retrieval.models import DEFAULT_MODEL, ModelSpec, fingerprint_of, load_encoder
-from retrieval.synthetic import make_scenes, render
+from indexer.encode import encode_images, encode_texts
+from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel
+from indexer.models import DEFAULT_MODEL, ModelSpec, fingerprint_of, load_encoder
+from retrieval.demo.world import make_scenes, render
 
 CLIPDEX = str(Path(sys.executable).with_name("clipdex"))
 
@@ -44,7 +44,7 @@ def populate_hub_cache(hf_home: Path, repo: str, files: dict[str, bytes]) -> Non
 def test_tiny_model_gives_identical_embeddings_in_separate_processes() -> None:
     here = encode_texts(load_encoder(TINY, "cpu"), ["a red circle"])[0]
     code = (
-        "from retrieval.models import ModelSpec, load_encoder; from retrieval.encode import encode_texts; "
+        "from indexer.models import ModelSpec, load_encoder; from indexer.encode import encode_texts; "
         "print(encode_texts(load_encoder(ModelSpec.parse('clipdex-tiny'), 'cpu'), ['a red circle'])[0].tobytes().hex())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
@@ -206,3 +206,50 @@ def test_a_bf16_encoder_copied_with_another_model_encodes_with_that_model() -> N
     # What evaluate(encoder, model=net) does: the copy must not reuse base's cast tower.
     got = encode_images(dataclasses.replace(base, model=other), pixels)
     np.testing.assert_array_equal(got, -before)
+
+
+# clipdex-tiny's fingerprint before model cards resolved it (commit 3e0bcda): libraries store it.
+TINY_FINGERPRINT = "clipdex-tiny@d0198f4e41fa82920140"
+
+
+def test_builtin_model_resolves_through_its_card_with_the_same_identity(tmp_path: Path) -> None:
+    from retrieval.library import Library
+
+    enc = load_encoder(TINY, "cpu", "fp32")
+    assert (enc.fingerprint, enc.spec, enc.arch) == (TINY_FINGERPRINT, ModelSpec("clipdex-tiny"), "clipdex-tiny")
+    with Library.open(tmp_path / "lib", device="cpu") as lib:
+        lib.add_texts(["a red circle"], model=TINY)
+        row = lib.active_model()
+    # Recorded by name, never by the package's weights path (which moves with every install).
+    assert row is not None and (row.name, row.pretrained, row.checkpoint) == ("clipdex-tiny", None, None)
+    assert row.fingerprint == TINY_FINGERPRINT
+
+
+def test_saved_model_loads_by_name_and_clipdex_models_lists_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from indexer.model_store import write_model
+
+    home = tmp_path / "lib"
+    tiny = load_encoder(TINY, "cpu", "fp32")
+    write_model(home / "models" / "mine.safetensors", tiny.model.state_dict(), {"arch": "clipdex-tiny"})
+    mine = load_encoder(ModelSpec.parse("mine"), "cpu", "fp32", home=home)
+    assert (mine.fingerprint, mine.spec, mine.arch) == (TINY_FINGERPRINT, ModelSpec("mine"), "clipdex-tiny")
+    with pytest.raises(UnknownModel):
+        load_encoder(ModelSpec.parse("mine"), "cpu")  # not without the library that holds it
+
+    listed = CliRunner().invoke(app, ["models", "--library", str(home), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)["models"]
+    assert rows[:2] == [
+        {"name": "clipdex-tiny", "tags": [], "source": "built-in", "arch": "clipdex-tiny"},
+        {"name": "mine", "tags": [], "source": "saved", "arch": "clipdex-tiny"},
+    ]
+    assert [r["name"] for r in rows].count("clipdex-tiny") == 1
+    assert {"name": "ViT-B-32", "source": "open_clip", "arch": None}.items() <= next(r for r in rows if r["name"] == "ViT-B-32").items()
+    text = CliRunner().invoke(app, ["models", "--library", str(home)]).stdout.splitlines()
+    assert text[1:3] == [
+        "clipdex-tiny  (built in, offline; architecture clipdex-tiny)",
+        "mine  (saved in this library; architecture clipdex-tiny)",
+    ]

@@ -24,8 +24,8 @@ from PIL import Image
 from conftest import TINY
 from indexer.decode import DecodedImage, decode_bytes, decode_image
 from malformed_corpus import _TO_STORED, cmyk_for_profile, upright, variants
-from retrieval.encode import encode_images
-from retrieval.models import Encoder, load_encoder
+from indexer.encode import encode_images
+from indexer.models import Encoder, load_encoder
 
 LOSSY = {"jpg", "heic", "avif"}
 GREY = {"gray16.png", "gray16.tif"}  # 16-bit greyscale: compared with the greyscale picture

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from conftest import TINY, make_photo
 from crash_harness import REPO, child_env
-from retrieval.errors import LibraryBusy
+from indexer.errors import LibraryBusy
 from retrieval.library import Library
 
 

@@ -12,10 +12,10 @@ from safetensors.torch import save_file
 
 from conftest import TINY, brute_force, exif_with, make_photo
 from indexer.decode import DecodedImage, decode_image
-from retrieval.encode import encode_images, encode_texts
-from retrieval.errors import NoVectors, QueryError
+from indexer.encode import encode_images, encode_texts
+from indexer.errors import NoVectors, QueryError
 from retrieval.library import Library
-from retrieval.models import ModelSpec
+from indexer.models import ModelSpec
 from retrieval.query import SearchFilter, Term, glob_for, parse_date, parse_term
 from retrieval.search import ImageResult
 

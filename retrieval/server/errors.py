@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from retrieval.errors import ClipdexError, ModelNotAvailable, NoVectors, QueryError
+from indexer.errors import ClipdexError, ModelNotAvailable, NoVectors, QueryError
 
 log = logging.getLogger("clipdex.server")
 

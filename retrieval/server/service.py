@@ -11,13 +11,12 @@ limited in number and length, and uploads and thumbnails are decoded outside it
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 
-from indexer.catalog import IMAGE, INDEXED, ItemRow
-from retrieval.errors import NoVectors
+from indexer.items import IMAGE, INDEXED, ItemRow
+from indexer.errors import NoVectors
 from retrieval.library import Library
 from retrieval.query import SearchFilter, check_term_limits, glob_for, parse_date, parse_term
-from retrieval.search import ImageResult, QueryImage, Result, decode_query_image
+from retrieval.search import ImageResult, QueryImage, Result, decode_query_image, iso_time
 from retrieval.server.errors import ItemNotFound
 from retrieval.server.images import ImageFile, ItemFile, check_upload, read_item_file
 from retrieval.server.schemas import SearchOptions
@@ -147,7 +146,3 @@ def thumbnail_url(item_id: int) -> str:
 
 def image_url(item_id: int) -> str:
     return f"{API}/items/{item_id}/image"
-
-
-def iso_time(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch).astimezone().isoformat()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from retrieval.models import ModelSpec
+from indexer.models import ModelSpec
 from retrieval.server.errors import InsecureBind, ServerConfigError
 
 MB = 1024 * 1024

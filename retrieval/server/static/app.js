@@ -22,7 +22,7 @@ function searchParams(offset) {
   return p;
 }
 
-export function hasFilters() {
+function hasFilters() {
   return Boolean($("folder").value.trim() || $("after").value || $("before").value || $("sort").value !== "score");
 }
 
@@ -66,7 +66,7 @@ function restoreFromUrl() {
   }
   showChip();
   updateFilterControls();
-  if (state.source) runSearch(false); else showWelcome();
+  if (state.source) runSearch(false); else showWelcome(searchText);
 }
 
 async function fetchPage(offset) {
@@ -83,8 +83,8 @@ async function fetchPage(offset) {
   return api("/search/image", { method: "POST", body: form });
 }
 
-export async function runSearch(push = true) {
-  if (!state.source) { showWelcome(); return; }
+async function runSearch(push = true) {
+  if (!state.source) { showWelcome(searchText); return; }
   if (push) history.pushState(null, "", pageUrl());
   const seq = ++state.seq;
   state.results = [];
@@ -114,12 +114,12 @@ async function loadPage(seq) {
     state.results.push(...page);
     setState(null);
     if (state.mode === "texts") renderTexts($("text-results"), page, start === 0);
-    else renderTiles(page, start);
-    if (state.results.length === 0) showEmpty();
+    else renderTiles(page, start, openViewer);
+    if (state.results.length === 0) showEmpty(hasFilters(), clearFilters);
   } catch (e) {
     if (seq !== state.seq) return;
     state.done = true;
-    if (state.results.length === 0) { clearResults(); showError(e.message, e.status); }
+    if (state.results.length === 0) { clearResults(); showError(e.message, e.status, () => runSearch(false)); }
   } finally {
     if (seq === state.seq) {
       state.loading = false;
@@ -137,7 +137,7 @@ function nearBottom() {
   return !sentinel.hidden && sentinel.getBoundingClientRect().top < window.innerHeight + 800;
 }
 
-export function searchText(q) {
+function searchText(q) {
   q = q.trim();
   if (!q) { $("q").focus(); return; }
   clearPhoto();
@@ -149,7 +149,7 @@ export function searchText(q) {
 function searchPhoto(file) {
   if (!file) return;
   if (!file.type.startsWith("image/")) {
-    showError(`${file.name} is not an image. Drop a JPEG, PNG, WebP, GIF, TIFF or BMP photo.`);
+    showError(`${file.name} is not an image. Drop a JPEG, PNG, WebP, GIF, TIFF or BMP photo.`, 400, () => runSearch(false));
     return;
   }
   clearPhoto();
@@ -180,7 +180,7 @@ function clearChip() {
   $("query-chip").hidden = true;
   $("q").placeholder = "Describe a photo, e.g. a dog on the beach";
   history.pushState(null, "", pageUrl());
-  showWelcome();
+  showWelcome(searchText);
   $("q").focus();
 }
 
@@ -207,7 +207,7 @@ function toggleFilters() {
   $("filters-toggle").setAttribute("aria-expanded", String(open));
 }
 
-export function clearFilters() {
+function clearFilters() {
   $("folder").value = "";
   $("after").value = "";
   $("before").value = "";

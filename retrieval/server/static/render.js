@@ -1,9 +1,9 @@
 // Rendering: the grid, text results, summary, query chip, and the welcome/empty/loading/error states.
+// What a click does (open the viewer, search, clear the filters) is passed in: this module imports
+// no module that imports it.
 
 import { $, el, icon } from "./dom.js";
 import { state } from "./state.js";
-import { openViewer } from "./viewer.js";
-import { clearFilters, hasFilters, runSearch, searchText } from "./app.js";
 
 const EXAMPLES = ["sunset over the sea", "a dog playing outside", "snowy mountains", "a birthday cake", "a city street at night"];
 
@@ -28,7 +28,7 @@ export function clearResults() {
   $("sentinel").hidden = true;
 }
 
-export function renderTiles(page, start) {
+export function renderTiles(page, start, onOpen) {
   const grid = $("grid");
   if (start === 0) grid.replaceChildren();
   page.forEach((hit, i) => {
@@ -44,7 +44,7 @@ export function renderTiles(page, start) {
     img.addEventListener("load", () => img.classList.add("loaded"), { once: true });
     img.src = hit.thumbnail_url;
     tile.append(img, el("span", "score", score(hit.score)), el("span", "name", baseName(hit.path)));
-    tile.addEventListener("click", () => openViewer(start + i));
+    tile.addEventListener("click", () => onOpen(start + i));
     grid.append(tile);
   });
 }
@@ -82,7 +82,7 @@ export function stateArt(box, symbol, title, text) {
   return wrap;
 }
 
-export function showWelcome() {
+export function showWelcome(onExample) {
   state.seq++;
   state.results = [];
   clearResults();
@@ -94,7 +94,7 @@ export function showWelcome() {
     for (const text of EXAMPLES) {
       const b = el("button", "", text);
       b.type = "button";
-      b.addEventListener("click", () => { $("q").value = text; searchText(text); });
+      b.addEventListener("click", () => { $("q").value = text; onExample(text); });
       examples.append(b);
     }
     wrap.append(examples);
@@ -113,8 +113,8 @@ export function showLoading() {
   }
 }
 
-export function showEmpty() {
-  const filtered = state.mode === "photos" && hasFilters();
+export function showEmpty(hasFilters, onClearFilters) {
+  const filtered = state.mode === "photos" && hasFilters;
   setState("empty", (box) => {
     const wrap = stateArt(box, "empty", state.mode === "texts" ? "No texts found" : "No photos match",
       filtered ? "Nothing passes the folder and date filters. Widen them, or clear them to search everything."
@@ -123,20 +123,20 @@ export function showEmpty() {
     if (filtered) {
       const b = el("button", "retry", "Clear filters");
       b.type = "button";
-      b.addEventListener("click", clearFilters);
+      b.addEventListener("click", onClearFilters);
       wrap.append(b);
     }
   });
 }
 
-export function showError(message, status = 400) {
+export function showError(message, status, onRetry) {
   updateSummary("");
   const title = status === 0 ? "Cannot reach clipdex" : status >= 500 ? "Something went wrong" : "That search did not work";
   setState("error", (box) => {
     const wrap = stateArt(box, status === 0 ? "offline" : "error", title, message);
     const b = el("button", "retry", "Try again");
     b.type = "button";
-    b.addEventListener("click", () => runSearch(false));
+    b.addEventListener("click", onRetry);
     if (state.source && (status === 0 || status >= 500)) wrap.append(b);  // a 4xx would fail the same way
   });
 }

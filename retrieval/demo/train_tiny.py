@@ -1,7 +1,7 @@
-"""Train the built-in `clipdex-tiny` weights on the synthetic world: `python -m retrieval.train_tiny`.
+"""Train the built-in `clipdex-tiny` weights on the synthetic world: `python -m retrieval.demo.train_tiny`.
 
 Reproducible: a fixed seed draws the scenes, the initial weights and the batches.
-Writes `retrieval/weights/clipdex-tiny.safetensors` (fp16) and a JSON card with
+Writes `indexer/weights/clipdex-tiny.safetensors` (fp16) and a JSON card with
 the held-out recall of the shipped (fp16) weights, then prints that recall.
 """
 
@@ -21,13 +21,15 @@ import open_clip
 import torch
 from safetensors.torch import save_file
 
-from retrieval import synthetic
+from indexer.model_store import BUILTIN_DIR, register_builtin_models
+from indexer.models import TINY_MODEL, ModelSpec, load_encoder
+from retrieval.demo import world
+from retrieval.demo.world import from_scenes
 from retrieval.evaluate import RetrievalMetrics, evaluate
-from retrieval.models import TINY_MODEL, TINY_WEIGHTS, ModelSpec, load_encoder, register_builtin_models
-from retrieval.pair_data import from_scenes
 from retrieval.trainer import TrainConfig, TrainProgress, train
 
 SEED = 20260101
+TINY_WEIGHTS = BUILTIN_DIR / f"{TINY_MODEL}.safetensors"  # with its card beside it: a built-in model
 TRAIN_SCENES = 6_000
 HELD_OUT_SCENES = 500
 CONFIG = TrainConfig(
@@ -47,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         encoder = load_encoder(ModelSpec(TINY_MODEL, None, _initial_weights(Path(tmp))), "cpu")
     spec = encoder.input_spec
-    data = from_scenes(synthetic.make_scenes(args.scenes, SEED), spec)
+    data = from_scenes(world.make_scenes(args.scenes, SEED), spec)
     held_out = {
-        "unseen scenes": from_scenes(synthetic.make_scenes(HELD_OUT_SCENES, SEED, split="test"), spec),
-        "held-out combinations": from_scenes(synthetic.make_scenes(HELD_OUT_SCENES, SEED, split="held-out-combos"), spec),
+        "unseen scenes": from_scenes(world.make_scenes(HELD_OUT_SCENES, SEED, split="test"), spec),
+        "held-out combinations": from_scenes(world.make_scenes(HELD_OUT_SCENES, SEED, split="held-out-combos"), spec),
     }
     _log(f"{data.images} training images, {data.pairs} pairs ({time.monotonic() - started:.0f}s)")
-    val = from_scenes(synthetic.make_scenes(300, SEED + 1, split="test"), spec)  # picks the best step
+    val = from_scenes(world.make_scenes(300, SEED + 1, split="test"), spec)  # picks the best step
     config = TrainConfig(**{**asdict(CONFIG), "max_steps": args.steps})
     outcome = train(encoder, data, val, config, progress=_report)
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in outcome.model.state_dict().items()}
@@ -98,9 +100,9 @@ def _card(
 ) -> dict[str, object]:
     return {
         "arch": TINY_MODEL,
-        "trained_by": "python -m retrieval.train_tiny",
+        "trained_by": "python -m retrieval.demo.train_tiny",
         "seed": SEED,
-        "data": {"world": "retrieval.synthetic BASE", "train_scenes": args.scenes, "train_pairs": pairs},
+        "data": {"world": "retrieval.demo.world BASE", "train_scenes": args.scenes, "train_pairs": pairs},
         "hyperparameters": {**asdict(config), "max_steps": args.steps},
         "training": {"pairs_per_s": round(rate, 1), "seconds": round(seconds, 1)},
         "held_out": {name: m.to_dict() for name, m in metrics.items()},

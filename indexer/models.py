@@ -1,7 +1,8 @@
 """Model loading: the one module that turns a model name into a ready encoder.
 
 A model is named `NAME` or `NAME:PRETRAINED_TAG` (any open_clip architecture and
-tag), or `hf-hub:org/repo`, optionally with local weights from `--checkpoint`.
+tag), or `hf-hub:org/repo`, optionally with local weights from `--checkpoint`, or
+by the name of a model card (built in, or saved in a library; see `model_store`).
 Every loaded model gets a fingerprint (architecture plus a digest of its weights)
 that the catalog stores beside each vector it makes.
 """
@@ -19,15 +20,12 @@ import open_clip
 import torch
 
 from indexer.decode import InputSpec
-from retrieval.errors import CheckpointError, ModelNotAvailable, UnknownModel
+from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel
+from indexer.model_store import SCHEMAS, find_card, is_known_architecture, list_cards, register_builtin_models
 
 DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
 TINY_MODEL = "clipdex-tiny"
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
-CONFIG_DIR = Path(__file__).parent / "model_configs"
-# Trained on the synthetic world by `python -m retrieval.train_tiny`, shipped in the package.
-TINY_WEIGHTS = Path(__file__).parent / "weights" / "clipdex-tiny.safetensors"
-_SCHEMAS = ("hf-hub:", "local-dir:")
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class ModelSpec:
         """Parse `NAME`, `NAME:TAG` or `hf-hub:org/repo`; raise UnknownModel on an empty name."""
         text = text.strip()
         name, tag = text, None
-        if not text.startswith(_SCHEMAS) and ":" in text:
+        if not text.startswith(SCHEMAS) and ":" in text:
             name, tag = text.rsplit(":", 1)
         if not name or tag == "":
             raise UnknownModel(f"model {text!r} is not of the form NAME or NAME:PRETRAINED_TAG")
@@ -60,7 +58,8 @@ class ModelSpec:
 class Encoder:
     """A loaded dual encoder with everything needed to turn pixels and text into vectors."""
 
-    spec: ModelSpec
+    spec: ModelSpec  # as it was named: what a library records to load the model again
+    arch: str  # the open_clip architecture
     model: torch.nn.Module
     tokenizer: Callable[..., torch.Tensor]
     input_spec: InputSpec
@@ -108,30 +107,32 @@ def pick_precision(device: torch.device, requested: str = "auto") -> str:
     return "fp32"
 
 
-def register_builtin_models() -> None:
-    """Make the configs shipped in the package (clipdex-tiny) known to open_clip."""
-    if TINY_MODEL not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_DIR)
+def resolve(spec: ModelSpec, home: Path | None = None) -> ModelSpec:
+    """The spec that loads `spec`: a model card's name (built in, or saved in the library at
+    `home`) becomes its architecture and weights file; any other spec is returned as is.
+
+    Raises SavedModelError for an unreadable card, ModelNotAvailable for missing weights.
+    """
+    if spec.pretrained is not None or spec.checkpoint is not None:
+        return spec
+    card = find_card(spec.name, home)
+    return spec if card is None else ModelSpec(card.arch, None, str(card.weights))
 
 
-def is_known_architecture(name: str) -> bool:
-    register_builtin_models()
-    return name.startswith(_SCHEMAS) or name in open_clip.list_models()
-
-
-def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> Encoder:
-    """Load a model ready to encode; raise UnknownModel, ModelNotAvailable or CheckpointError.
+def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto", *, home: Path | None = None) -> Encoder:
+    """Load a model ready to encode, looking model cards up in the package and the library at `home`.
 
     The fingerprint is taken from the fp32 weights, so every device and precision
-    shares one model identity.
+    shares one model identity. Raises UnknownModel, ModelNotAvailable, CheckpointError
+    or SavedModelError.
     """
-    register_builtin_models()
-    if not is_known_architecture(spec.name):
+    source = resolve(spec, home)
+    if not is_known_architecture(source.name):
         raise UnknownModel(f"unknown model {spec.name!r}; `clipdex models` lists the available ones")
-    model = _create(spec)
+    model = _create(source)
     model.eval()
     state = model.state_dict()
-    fingerprint = fingerprint_of(spec.name, state)
+    fingerprint = fingerprint_of(source.name, state)
     dev = pick_device(device)
     chosen = pick_precision(dev, precision)
     if chosen == "fp16":
@@ -156,8 +157,9 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto")
     std = tuple(float(x) for x in pp.get("std", open_clip.OPENAI_DATASET_STD))
     return Encoder(
         spec=spec,
+        arch=source.name,
         model=model,
-        tokenizer=open_clip.get_tokenizer(spec.name),
+        tokenizer=open_clip.get_tokenizer(source.name),
         input_spec=input_spec,
         mean=(mean[0], mean[1], mean[2]),
         std=(std[0], std[1], std[2]),
@@ -217,15 +219,8 @@ def _create(spec: ModelSpec) -> torch.nn.Module:
 def _create_model(spec: ModelSpec) -> torch.nn.Module:
     if spec.checkpoint is not None:
         return _with_weights(spec.name, spec.checkpoint)
-    if spec.name.startswith(_SCHEMAS) or spec.pretrained:
+    if spec.name.startswith(SCHEMAS) or spec.pretrained:
         return _create_pretrained(spec)
-    if spec.name == TINY_MODEL:
-        if not TINY_WEIGHTS.is_file():
-            raise ModelNotAvailable(
-                f"the built-in {TINY_MODEL} weights are missing ({TINY_WEIGHTS}); reinstall clipdex, "
-                "or rebuild them with `python -m retrieval.train_tiny`"
-            )
-        return _with_weights(spec.name, str(TINY_WEIGHTS))
     tags = open_clip.list_pretrained_tags_by_model(spec.name)
     hint = f" (tags: {', '.join(tags)})" if tags else ""
     raise ModelNotAvailable(
@@ -257,7 +252,7 @@ _FIX = (
 
 
 def _create_pretrained(spec: ModelSpec) -> torch.nn.Module:
-    if spec.pretrained and not spec.name.startswith(_SCHEMAS):
+    if spec.pretrained and not spec.name.startswith(SCHEMAS):
         tags = open_clip.list_pretrained_tags_by_model(spec.name)
         if spec.pretrained not in tags:
             raise UnknownModel(
@@ -304,12 +299,18 @@ def _one_line(e: BaseException) -> str:
 class ModelListing:
     name: str
     tags: tuple[str, ...]
+    source: str = "open_clip"  # open_clip, built-in or saved
+    arch: str | None = None  # a model card's architecture
 
 
-def list_models() -> list[ModelListing]:
-    """Every open_clip architecture with its pretrained tags, the built-in ones included."""
+def list_models(home: Path | None = None) -> list[ModelListing]:
+    """The built-in models, those saved in the library at `home`, then every open_clip
+    architecture with its pretrained tags. Raises SavedModelError for an unreadable card."""
     register_builtin_models()
+    cards = list_cards(home)
+    listing = [ModelListing(c.name, (), "built-in" if c.is_builtin else "saved", c.arch) for c in cards]
     tags: dict[str, list[str]] = {}
     for name, tag in open_clip.list_pretrained():
         tags.setdefault(name, []).append(tag)
-    return [ModelListing(n, tuple(tags.get(n, ()))) for n in open_clip.list_models()]
+    named = {c.name for c in cards}
+    return listing + [ModelListing(n, tuple(tags.get(n, ()))) for n in open_clip.list_models() if n not in named]

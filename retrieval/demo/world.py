@@ -23,6 +23,9 @@ from typing import Literal, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from indexer.decode import DecodedImage, InputSpec, decode_bytes
+from retrieval.pair_data import PairData, build
+
 Split = Literal["train", "test", "held-out-combos"]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -255,3 +258,14 @@ def write_world(folder: Path, scenes: Sequence[Scene], size: int = 128, name: st
             for caption in scene.captions:
                 out.writerow([file, caption])
     return csv_path
+
+
+def from_scenes(scenes: Sequence[Scene], spec: InputSpec, size: int = 128) -> PairData:
+    """Render synthetic scenes and decode them through the same path as image files."""
+    pixels = []
+    for scene in scenes:
+        decoded = decode_bytes(png_bytes(scene, size), spec)
+        if not isinstance(decoded, DecodedImage):
+            raise RuntimeError(f"a rendered scene did not decode: {decoded.reason}")
+        pixels.append(decoded.pixels)
+    return build(pixels, [s.captions for s in scenes])

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from retrieval import synthetic
+from retrieval.demo import world
 from retrieval.library import Library
-from retrieval.models import TINY_MODEL, ModelSpec
+from indexer.models import TINY_MODEL, ModelSpec
 from retrieval.search import ImageResult, Result, TextResult
 
 DEMO_SEED = 4242
@@ -57,10 +57,10 @@ def run_demo(home: Path | None = None, images: int = 200, note: Callable[[str], 
 
 
 def _run(root: Path, images: int, note: Callable[[str], None]) -> DemoReport:
-    scenes = synthetic.make_scenes(images, DEMO_SEED, split="test")
+    scenes = world.make_scenes(images, DEMO_SEED, split="test")
     photos = root / "demo-photos"
     note(f"drawing {images} pictures in {photos}")
-    csv_path = synthetic.write_world(photos, scenes)
+    csv_path = world.write_world(photos, scenes)
     tiny = ModelSpec.parse(TINY_MODEL)
     with Library.open(root) as lib:
         note(f"indexing them with the built-in model {TINY_MODEL}")
@@ -91,7 +91,7 @@ def _labels(results: list[Result]) -> list[tuple[str, float]]:
     return out
 
 
-def _recall(lib: Library, model: ModelSpec, scenes: list[synthetic.Scene], files: list[str]) -> tuple[dict[int, float], int]:
+def _recall(lib: Library, model: ModelSpec, scenes: list[world.Scene], files: list[str]) -> tuple[dict[int, float], int]:
     """Text→image recall@K through `Library.search`, one query per distinct caption."""
     answers: dict[str, set[str]] = {}
     for scene, file in zip(scenes, files):

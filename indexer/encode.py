@@ -10,7 +10,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from retrieval.models import Encoder
+from indexer.models import Encoder
 
 
 def encode_images(encoder: Encoder, pixels: np.ndarray) -> np.ndarray:
