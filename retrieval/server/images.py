@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from indexer.catalog import FileRow
+from indexer.items import FileRow
 from indexer.decode import ALLOWED_FORMATS
 from retrieval.server.errors import ItemNotFound, UnsupportedUpload, UploadTooLarge
 
