@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+import anyio
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from cli.app import app as cli_app
 from retrieval.library import Library
 from retrieval.server import ServerSettings, create_app
+from retrieval.server.auth import Clock
 from retrieval.server.errors import InsecureBind, ServerConfigError
 from retrieval.server.settings import parse_host, split_host_header
 from serverkit import ManualClock, client_for, make_library, raw_request
@@ -156,8 +158,8 @@ def test_host_values_are_parsed_strictly(value: str, parsed: tuple[str, int | No
 def test_a_host_with_userinfo_is_refused(served: Library) -> None:
     app = create_app(served, ServerSettings())
     r = raw_request(app, b"/api/v1/status", headers={"host": "localhost:8000@evil.com"})
-    assert r.status == 400
-    assert b"Host (none) is not served here" in r.body
+    message = "Host 'localhost:8000@evil.com' is not a valid host[:port]"
+    assert json.loads(r.body) == {"error": {"status": 400, "message": message}}
 
 
 def test_allow_host_entries_must_be_host_names() -> None:
@@ -234,6 +236,58 @@ def test_wrong_tokens_wait_in_turn_and_the_right_token_never_waits(served: Libra
     assert time.slept == [2.0, 4.0]
     client.get("/api/v1/status", headers=wrong)
     assert time.slept == [2.0, 4.0, 2.0]
+
+
+async def status_of(app: object, headers: dict[str, str]) -> int:
+    """Send one GET /api/v1/status straight to the ASGI app; its status."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/api/v1/status", "raw_path": b"/api/v1/status", "root_path": "", "query_string": b"",
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+             "headers": [(k.encode(), v.encode()) for k, v in {"host": "127.0.0.1:8000", **headers}.items()]}
+    started: list[int] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            started.append(int(message["status"]))  # type: ignore[call-overload]
+
+    await app(scope, receive, send)  # type: ignore[operator]
+    return started[0]
+
+
+def test_a_right_token_is_answered_while_wrong_ones_are_held(served: Library) -> None:
+    held = anyio.Event()
+    waiting: list[float] = []
+
+    async def hold(delay_s: float) -> None:  # a sleep that lasts until the test lets go
+        waiting.append(delay_s)
+        await held.wait()
+
+    clock = Clock(now=lambda: 0.0, monotonic=lambda: 0.0, sleep=hold)
+    app = create_app(served, ServerSettings(token=TOKEN, auth_failure_burst=1), clock=clock)
+    answers: dict[str, int] = {}
+
+    async def wrong(n: int) -> None:
+        answers[f"wrong{n}"] = await status_of(app, {"authorization": "Bearer guess"})
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(wrong, n)
+            for _ in range(10_000):  # let the guesses reach the throttle (a bound, not a time limit)
+                if len(waiting) == 3:
+                    break
+                await anyio.sleep(0)
+            assert len(waiting) == 3
+            answers["right"] = await status_of(app, {"authorization": f"Bearer {TOKEN}"})
+            assert sorted(answers) == ["right", "wrong0"]  # three guesses are still held; the owner is not
+            held.set()
+
+    anyio.run(main)
+    assert answers == {"right": 200, "wrong0": 401, "wrong1": 401, "wrong2": 401, "wrong3": 401}
+    assert sorted(waiting) == [1.0, 2.0, 3.0]
 
 
 # -- session cookies -------------------------------------------------------------------------------

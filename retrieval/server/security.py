@@ -65,7 +65,10 @@ class Guard:
         A wrong token's refusal waits for the failure throttle; nothing else waits.
         """
         headers = Headers(scope=scope)
-        host = split_host_header(headers.get("host", ""))
+        raw_host = headers.get("host", "")
+        host = split_host_header(raw_host)
+        if raw_host and not host:
+            return response_for(HostNotAllowed(f"Host {raw_host[:100]!r} is not a valid host[:port]"))
         if host not in self.hosts and not (self.settings.is_wildcard and is_ip_literal(host)):
             shown = host or "(none)"
             why = f"Host {shown} is not served here; start the server with --allow-host {shown}"
