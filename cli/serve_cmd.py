@@ -12,7 +12,7 @@ from cli.render import note
 
 def serve(
     host: Annotated[
-        str, typer.Option("--host", help="Address to bind; anything but loopback needs --token.")
+        str, typer.Option("--host", help="Address to bind; anything but loopback needs a --token of 16+ characters.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     token: Annotated[

@@ -1,10 +1,12 @@
-"""Helpers for the server tests: a dated photo library, clients, and raw ASGI requests."""
+"""Helpers for the server tests: a dated photo library, clients, raw ASGI requests, a real server on a socket."""
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import anyio
 from fastapi import FastAPI
@@ -14,6 +16,8 @@ from conftest import TINY, exif_with, make_photo
 from retrieval.library import Library
 from retrieval.search import ImageResult
 from retrieval.server import ServerSettings, create_app
+from retrieval.server.auth import Clock
+from retrieval.server.run import bind, uvicorn_config
 
 BASE_URL = "http://127.0.0.1:8000"
 TEXTS = ["a sunny beach", "a cat on a sofa", "snow on the mountains", "city lights at night"]
@@ -38,8 +42,47 @@ def make_library(folder: Path) -> tuple[Library, Path]:
     return lib, root
 
 
-def client_for(lib: Library, **settings: Any) -> TestClient:
-    return TestClient(create_app(lib, ServerSettings(**settings)), base_url=BASE_URL)
+def client_for(lib: Library, clock: Clock | None = None, **settings: Any) -> TestClient:
+    return TestClient(create_app(lib, ServerSettings(**settings), clock=clock), base_url=BASE_URL)
+
+
+@dataclass
+class ManualClock:
+    """Time that moves only when a test moves it; `sleep` records its delays instead of waiting."""
+
+    t: float = 1_700_000_000.0
+    slept: list[float] = field(default_factory=list)
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, delay_s: float) -> None:
+        self.slept.append(delay_s)
+
+    def clock(self) -> Clock:
+        return Clock(now=self.now, monotonic=self.now, sleep=self.sleep)
+
+
+@contextmanager
+def running_server(lib: Library, **settings: Any) -> Iterator[int]:
+    """`clipdex serve`'s uvicorn set-up, serving on a free port of 127.0.0.1 in a thread; yields the port."""
+    import uvicorn
+
+    config = ServerSettings(port=0, **settings)
+    sock = bind(config)
+    server = uvicorn.Server(uvicorn_config(create_app(lib, config), config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server stopped before it started")
+            threading.Event().wait(0.01)
+        yield int(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
 
 
 def item_id(lib: Library, path: Path) -> int:

@@ -22,7 +22,7 @@ class ServerConfigError(ClipdexError):
 
 
 class InsecureBind(ServerConfigError):
-    """A network-reachable bind address was given without a token."""
+    """A network-reachable bind address was given without a token, or with one too short."""
 
 
 class ItemNotFound(ClipdexError):
@@ -49,11 +49,16 @@ class QueryStringTooLong(ClipdexError):
     """A request's query string is over the server's length limit."""
 
 
+class CrossSiteRequest(ClipdexError):
+    """A request sent by another site's page (Sec-Fetch-Site, Origin), refused against CSRF."""
+
+
 # Looked up along the exception's class hierarchy: the most specific entry wins.
 STATUS: dict[type[Exception], int] = {
     QueryError: 400,
     HostNotAllowed: 400,
     Unauthorized: 401,
+    CrossSiteRequest: 403,
     ItemNotFound: 404,
     NoVectors: 404,
     UploadTooLarge: 413,

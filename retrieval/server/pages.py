@@ -9,8 +9,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from retrieval.server.auth import COOKIE, COOKIE_MAX_AGE_S, is_token, session_value
-from retrieval.server.settings import ServerSettings
+from retrieval.server.auth import COOKIE, Auth
 
 STATIC = Path(__file__).parent / "static"
 MEDIA_TYPES = {
@@ -24,6 +23,7 @@ _LOGIN_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _WRONG_TOKEN = "That token is not right. Check the --token the server was started with."
+EXPIRED = "Your sign-in has expired. Enter the token again."
 
 
 def static_files() -> dict[str, Path]:
@@ -31,7 +31,8 @@ def static_files() -> dict[str, Path]:
     return {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in MEDIA_TYPES and p.name != "login.html"}
 
 
-def page_router(settings: ServerSettings) -> APIRouter:
+def page_router(auth: Auth | None) -> APIRouter:
+    """The page's routes; `auth` is None for a server without a token."""
     router = APIRouter(include_in_schema=False)
     files = static_files()
 
@@ -48,17 +49,19 @@ def page_router(settings: ServerSettings) -> APIRouter:
 
     @router.get("/login")
     def login_form() -> Response:
-        return login_page() if settings.token else RedirectResponse("/", status_code=303)
+        return login_page() if auth else RedirectResponse("/", status_code=303)
 
     @router.post("/login")
-    def login(token: Annotated[str, Form()] = "") -> Response:
-        if not settings.token:
+    async def login(token: Annotated[str, Form()] = "") -> Response:
+        if auth is None:
             return RedirectResponse("/", status_code=303)
-        if not is_token(token, settings.token):
+        if not auth.is_token(token):
+            await auth.throttle.wait_after_failure()
             return login_page(status_code=401, message=_WRONG_TOKEN)
         response = RedirectResponse("/", status_code=303)
+        # A fresh cookie at every sign-in: it expires `lifetime_s` from now, whatever came before.
         response.set_cookie(
-            COOKIE, session_value(settings.token), max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict", path="/"
+            COOKIE, auth.new_session(), max_age=auth.lifetime_s, httponly=True, samesite="strict", path="/"
         )
         return response
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from retrieval.library import Library
 from retrieval.server.errors import ServerConfigError
 from retrieval.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
 
 
 def serve(
@@ -22,7 +26,7 @@ def serve(
 ) -> None:
     """Serve until interrupted. `on_ready(url)` is called once the model is loaded.
 
-    Raises InsecureBind (network bind without a token) and ServerConfigError (port
+    Raises InsecureBind (network bind without a strong token) and ServerConfigError (port
     in use, address not of this machine) before loading anything, then the model
     and catalog errors of Library.open and search before serving.
     """
@@ -35,17 +39,31 @@ def serve(
     with sock, Library.open(home, db=db, device=device) as lib:
         app = create_app(lib, settings)
         app.state.service.warm_up()
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,  # never trust X-Forwarded-* from whoever connects
-            timeout_graceful_shutdown=3,
-        )
+        config = uvicorn_config(app, settings)
         if on_ready is not None:
             on_ready(settings.url)
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
+    """How uvicorn serves `app`: connection limits and timeouts from `settings`, nothing trusted from proxies."""
+    import uvicorn
+
+    from retrieval.server.connections import with_header_timeout
+
+    return uvicorn.Config(
+        app,
+        http=with_header_timeout(settings.header_timeout_s),  # uvicorn alone waits forever for headers
+        ws="none",  # no WebSocket routes: upgrade requests are plain HTTP requests
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,  # never trust X-Forwarded-* from whoever connects
+        timeout_keep_alive=settings.keep_alive_s,
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_graceful_shutdown=3,
+    )
 
 
 def bind(settings: ServerSettings) -> socket.socket:
