@@ -18,6 +18,7 @@ from PIL import Image
 
 import retrieval.search
 from conftest import TINY, make_photo
+from indexer.catalog import WriteBatch
 from indexer.decode import DecodeResult, InputSpec
 from retrieval.errors import NonFiniteQuery, QueryError
 from retrieval.library import Library
@@ -159,7 +160,10 @@ def test_a_non_finite_stored_vector_is_a_typed_error_and_a_400(tmp_path: Path) -
         lib.index([tmp_path / "photos"], model=TINY)
         damaged = item_id(lib, photo)
         dim = lib.active_model().dim  # type: ignore[union-attr]
-        lib.import_embeddings([str(photo)], np.full((1, dim), np.nan, dtype=np.float32), model=TINY)
+        # import refuses NaN rows, so damage the stored vector the way a bad disk or an older
+        # clipdex could have: straight through the catalog's writer.
+        model_id = lib.active_model().id  # type: ignore[union-attr]
+        lib.catalog.write(WriteBatch(vectors=[(damaged, model_id, np.full(dim, np.nan, dtype=np.float32))]))
         with pytest.raises(NonFiniteQuery, match="not finite"):
             lib.search(f"item:{damaged}")
         r = client_for(lib).get(f"/api/v1/items/{damaged}/similar")
