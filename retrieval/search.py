@@ -168,7 +168,7 @@ def rank(
         raise QueryError("path and date filters apply to images; they cannot be used with --texts")
     allowed = None
     if filters.narrows_items:
-        allowed = catalog.filter_ids(kind, filters.path_glob, filters.after, filters.before)
+        allowed = catalog.filter_ids(kind, filters)
         if len(allowed) == 0:
             return []
     index = indexes.get(model, kind)

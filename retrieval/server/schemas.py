@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from retrieval.query import SearchFilter
+
 
 class SearchOptions(BaseModel):
     """Paging, filters and collection, shared by every search route."""
@@ -29,6 +31,10 @@ class SearchOptions(BaseModel):
         "At most 16 terms (q, add and sub together) of at most 300 characters each.",
     )
     sub: list[str] = Field(default=[], description="Terms to subtract, like `add`.")
+
+    def search_filter(self) -> SearchFilter:
+        """The filter parameters, read by the parser the CLI uses too; raises InvalidFilter."""
+        return SearchFilter.parse(path=self.path, after=self.after, before=self.before, min_score=self.min_score)
 
 
 class ImageHit(BaseModel):
