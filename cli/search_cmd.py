@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -19,6 +19,9 @@ from cli.options import (
     open_library,
 )
 from cli.render import echo, note, print_json
+
+if TYPE_CHECKING:
+    from retrieval.query import SearchFilter
 
 
 class Sort(str, Enum):
@@ -47,14 +50,7 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by describing them or by showing an example photo."""
-    from retrieval.query import SearchFilter, glob_for, parse_date
-
-    filters = SearchFilter(
-        path_glob=glob_for(path) if path else None,
-        after=parse_date(after, "--after") if after else None,
-        before=parse_date(before, "--before") if before else None,
-        min_score=min_score,
-    )
+    filters = search_filter(path=path, after=after, before=before, min_score=min_score)
     with open_library(library, db, device, precision) as lib:
         results = lib.search(
             query, add=add, sub=sub, top=top, filters=filters, sort=sort.value, texts=texts,
@@ -70,3 +66,13 @@ def search(
         label = d.get("path", d.get("text"))
         when = f"  {d['taken_at']}" if d.get("taken_at") else ""
         echo(f"{r.score:.4f}  {label}{when}")
+
+
+def search_filter(path: str | None, after: str | None, before: str | None, min_score: float | None) -> SearchFilter:
+    """The filter options, read by the parser the server uses too; a bad value is named by its flag."""
+    from retrieval.query import InvalidFilter, SearchFilter
+
+    try:
+        return SearchFilter.parse(path=path, after=after, before=before, min_score=min_score)
+    except InvalidFilter as e:
+        raise e.renamed("--" + e.name.replace("_", "-")) from None

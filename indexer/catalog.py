@@ -10,23 +10,22 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import time
 import uuid
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from fnmatch import translate
 from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, and_, delete, func, insert, inspect, or_, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from indexer import db_guard, failpoints, schema
+from indexer import db_guard, failpoints, filter_sql, schema
 from indexer.decode import ImageInfo, path_str
 from indexer.scan import is_under
 from indexer.schema import changes, embeddings, items, meta, models, roots
 from indexer.errors import CatalogError, DiskFull
+from indexer.filters import SearchFilter
 from indexer.items import IMAGE, INDEXED, SKIPPED, TEXT, FileRow, ItemRow, ModelRow
 
 _CHUNK = 500  # rows per IN (...) clause, well under every backend's parameter limit
@@ -500,21 +499,13 @@ class Catalog:
 
     # -- look-ups for search ---------------------------------------------------------------
 
-    def filter_ids(
-        self, kind: str, path_glob: str | None = None, after: float | None = None, before: float | None = None
-    ) -> np.ndarray:
-        """Ids of indexed items of `kind` that pass the path and date filters, as int64."""
-        q = select(items.c.id, items.c.display_path).where(items.c.kind == kind, items.c.status == INDEXED)
-        if after is not None:
-            q = q.where(items.c.date_key >= after)
-        if before is not None:
-            q = q.where(items.c.date_key < before)
+    def filter_ids(self, kind: str, flt: SearchFilter) -> np.ndarray:
+        """Ids of indexed items of `kind` that pass the filter's item fields, as int64 (SQL: indexer.filter_sql)."""
+        query = filter_sql.filter_query(kind, flt)
         with self._read() as conn:
-            rows = conn.execute(q).all()
-        if path_glob is not None:
-            pattern = re.compile(translate(path_glob))
-            rows = [r for r in rows if r.display_path is not None and pattern.match(r.display_path)]
-        return np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+            rows = conn.execute(query.statement).all()
+        ids = [r.id for r in rows if query.keeps(r)]
+        return np.fromiter(ids, dtype=np.int64, count=len(ids))
 
     def items(self, ids: Sequence[int]) -> dict[int, ItemRow]:
         out: dict[int, ItemRow] = {}

@@ -2,6 +2,8 @@
 
 A term naming an existing file is an image; `text:`, `image:` and `item:` force
 the kind and end parsing, so `text:12:30 train` is the text "12:30 train".
+Filters live in `indexer.filters` (the catalog builds SQL from them); they are
+re-exported here, where the query's other public names are.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal, Sequence
 
 from indexer.errors import QueryError, QueryTooLarge
+from indexer.filters import InvalidFilter, SearchFilter, glob_for, parse_date  # noqa: F401 (public names)
 
 TermKind = Literal["text", "image", "item"]
 MAX_WEIGHT = 1_000_000.0  # weights are relative; a larger one overflows float32 sums into inf and NaN
@@ -27,20 +29,6 @@ class Term:
     kind: TermKind
     value: str  # the text, the image path, or the item id
     weight: float = 1.0  # negative for a subtracted term
-
-
-@dataclass(frozen=True)
-class SearchFilter:
-    """Filters applied before ranking."""
-
-    path_glob: str | None = None
-    after: float | None = None  # inclusive, epoch seconds
-    before: float | None = None  # exclusive, epoch seconds
-    min_score: float | None = None
-
-    @property
-    def narrows_items(self) -> bool:
-        return self.path_glob is not None or self.after is not None or self.before is not None
 
 
 def parse_term(raw: str, *, allow_files: bool = True, force: TermKind | None = None) -> Term:
@@ -135,23 +123,3 @@ def parse_terms(
 
 def negated(term: Term) -> Term:
     return Term(term.kind, term.value, -term.weight)
-
-
-def glob_for(pattern: str) -> str:
-    """A --path GLOB as matched against absolute paths.
-
-    `~` expands; a relative pattern matches at any depth (`2021/*` matches
-    `/home/me/Photos/2021/a.jpg`); `*` spans folders.
-    """
-    pattern = os.path.expanduser(pattern)
-    if pattern.startswith(("/", "*")):
-        return pattern
-    return "*/" + pattern
-
-
-def parse_date(text: str, flag: str) -> float:
-    """An ISO 8601 date or date-time as epoch seconds; naive values are local time."""
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise QueryError(f"{flag} {text!r} is not an ISO 8601 date (e.g. 2024-07-01 or 2024-07-01T18:30)") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Callable, Literal
 
@@ -20,8 +20,14 @@ from retrieval.query import SearchFilter, Term
 SortOrder = Literal["score", "date"]
 
 
+# The result shape, defined once: `to_dict` is the CLI's --json, and the HTTP schema
+# (retrieval/server/schemas.py) is derived from these fields.
+
+
 @dataclass(frozen=True)
 class ImageResult:
+    """A photo found by a search."""
+
     id: int
     path: str
     score: float
@@ -30,24 +36,19 @@ class ImageResult:
     taken_at: str | None  # ISO 8601 in local time, from EXIF; None without EXIF
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "path": self.path,
-            "score": self.score,
-            "width": self.width,
-            "height": self.height,
-            "taken_at": self.taken_at,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
 class TextResult:
+    """A text found by a search."""
+
     id: int
     text: str
     score: float
 
     def to_dict(self) -> dict[str, object]:
-        return {"id": self.id, "text": self.text, "score": self.score}
+        return asdict(self)
 
 
 Result = ImageResult | TextResult
@@ -168,7 +169,7 @@ def rank(
         raise QueryError("path and date filters apply to images; they cannot be used with --texts")
     allowed = None
     if filters.narrows_items:
-        allowed = catalog.filter_ids(kind, filters.path_glob, filters.after, filters.before)
+        allowed = catalog.filter_ids(kind, filters)
         if len(allowed) == 0:
             return []
     index = indexes.get(model, kind)

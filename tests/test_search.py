@@ -60,7 +60,7 @@ def test_weighted_arithmetic_ranks_the_normalised_weighted_sum(indexed: Library,
 
 
 def test_path_filter_applies_before_ranking_and_still_returns_k(indexed: Library, photos: Path) -> None:
-    results = indexed.search("a cat", top=3, filters=SearchFilter(path_glob=glob_for("trip/*")))
+    results = indexed.search("a cat", top=3, filters=SearchFilter.parse(path="trip/*"))
     assert len(results) == 3
     assert all("/trip/" in r.path for r in results if isinstance(r, ImageResult))
     allowed = {i for i, _ in brute_force(indexed, text_vector(indexed, "a cat")) if "/trip/" in indexed.item(i).path}  # type: ignore[union-attr,operator]
@@ -74,7 +74,7 @@ def test_date_filters_use_exif_time_with_inclusive_after_and_exclusive_before(li
     for n, day in enumerate(days):
         make_photo(root / f"d{n}.jpg", seed=20 + n, exif=exif_with(taken=day))
     library.index([root], model=TINY)
-    window = SearchFilter(after=parse_date("2021-06-02T09:00:00", "--after"), before=parse_date("2021-06-04", "--before"))
+    window = SearchFilter.parse(after="2021-06-02T09:00:00", before="2021-06-04")
     names = sorted(Path(r.path).name for r in library.search("x", top=10, filters=window) if isinstance(r, ImageResult))
     assert names == ["d1.jpg", "d2.jpg"]
     by_date = library.search("x", top=4, sort="date")

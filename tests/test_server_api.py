@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import fields
 from pathlib import Path
 from typing import Iterator
 
@@ -14,8 +15,8 @@ from typer.testing import CliRunner
 from cli.app import app as cli_app
 from conftest import TINY, make_photo
 from retrieval.library import Library
-from retrieval.query import SearchFilter, glob_for, parse_date
-from retrieval.search import ImageResult, Result
+from retrieval.query import SearchFilter
+from retrieval.search import ImageResult, Result, TextResult
 from serverkit import TEXTS, client_for, item_id, make_library
 
 CLI_IMAGE_FIELDS = {"id", "path", "score", "width", "height", "taken_at"}
@@ -80,7 +81,7 @@ def test_offset_pages_through_one_ranking(served: tuple[Library, Path, TestClien
 def test_path_date_score_and_sort_filters(served: tuple[Library, Path, TestClient]) -> None:
     lib, _, client = served
     r = client.get("/api/v1/search", params={"q": "a cat", "top": 10, "path": "home/*"})
-    want = lib.search("a cat", top=10, filters=SearchFilter(path_glob=glob_for("home/*")))
+    want = lib.search("a cat", top=10, filters=SearchFilter.parse(path="home/*"))
     assert r.json() == {"results": expected(want)}
     assert sorted(Path(h["path"]).name for h in r.json()["results"]) == ["cat6.png", "cat7.png", "cat8.png", "cat9.png"]
 
@@ -120,7 +121,7 @@ def test_uploaded_photo_takes_filters_terms_and_paging(served: tuple[Library, Pa
     data = (root / "home" / "cat7.png").read_bytes()
     form = {"top": "2", "offset": "1", "path": "trip/*", "add": ["0.5:sand"], "sort": "score"}
     r = client.post("/api/v1/search/image", files={"file": ("cat.png", data, "image/png")}, data=form)
-    want = lib.search(image=data, add=["0.5:sand"], top=2, offset=1, filters=SearchFilter(path_glob=glob_for("trip/*")))
+    want = lib.search(image=data, add=["0.5:sand"], top=2, offset=1, filters=SearchFilter.parse(path="trip/*"))
     assert r.json() == {"results": expected(want)}
     assert all("/trip/" in h["path"] for h in r.json()["results"])
 
@@ -145,7 +146,7 @@ def test_similar_is_more_like_this_and_starts_with_the_item(served: tuple[Librar
     assert r.json()["results"][0]["id"] == anchor
 
     r = client.get(f"/api/v1/items/{anchor}/similar", params={"top": 3, "path": "trip/*", "after": "2021-06-03"})
-    window = SearchFilter(glob_for("trip/*"), parse_date("2021-06-03", "after"))
+    window = SearchFilter.parse(path="trip/*", after="2021-06-03")
     want = lib.search(f"item:{anchor}", top=3, filters=window)
     assert r.json() == {"results": expected(want)}
 
@@ -308,6 +309,33 @@ def test_openapi_schema_documents_every_route(served: tuple[Library, Path, TestC
     assert sorted(search["responses"]) == ["200", "400", "401", "404", "413", "414", "422"]
     upload = schema["paths"]["/api/v1/search/image"]["post"]["requestBody"]["content"]
     assert list(upload) == ["multipart/form-data"]
+
+
+def test_result_schemas_are_the_search_results_fields_plus_urls(served: tuple[Library, Path, TestClient]) -> None:
+    """The HTTP result shapes derive from ImageResult and TextResult; clients see them as they always were."""
+    schemas = served[2].get("/openapi.json").json()["components"]["schemas"]
+    nullable = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
+    assert schemas["ImageHit"] == {
+        "properties": {
+            "id": {"type": "integer", "title": "Id"}, "path": {"type": "string", "title": "Path"},
+            "score": {"type": "number", "title": "Score"}, "width": nullable | {"title": "Width"},
+            "height": nullable | {"title": "Height"},
+            "taken_at": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Taken At",
+                         "description": "EXIF capture time, ISO 8601 in the server's time zone."},
+            "thumbnail_url": {"type": "string", "title": "Thumbnail Url"},
+            "image_url": {"type": "string", "title": "Image Url"},
+        },
+        "type": "object", "title": "ImageHit",
+        "required": ["id", "path", "score", "width", "height", "taken_at", "thumbnail_url", "image_url"],
+    }  # fmt: skip
+    assert schemas["TextHit"] == {
+        "properties": {"id": {"type": "integer", "title": "Id"}, "text": {"type": "string", "title": "Text"},
+                       "score": {"type": "number", "title": "Score"}},
+        "type": "object", "required": ["id", "text", "score"], "title": "TextHit",
+    }  # fmt: skip
+    image_fields = [f.name for f in fields(ImageResult)]
+    assert schemas["ImageHit"]["required"] == [*image_fields, "thumbnail_url", "image_url"]
+    assert schemas["TextHit"]["required"] == [f.name for f in fields(TextResult)]
 
 
 def test_page_and_its_static_files_are_served(served: tuple[Library, Path, TestClient]) -> None:

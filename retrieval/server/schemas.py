@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import fields
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from retrieval.query import SearchFilter
+from retrieval.search import ImageResult, TextResult
 
 
 class SearchOptions(BaseModel):
@@ -30,26 +34,33 @@ class SearchOptions(BaseModel):
     )
     sub: list[str] = Field(default=[], description="Terms to subtract, like `add`.")
 
-
-class ImageHit(BaseModel):
-    id: int
-    path: str
-    score: float
-    width: int | None
-    height: int | None
-    taken_at: str | None = Field(description="EXIF capture time, ISO 8601 in the server's time zone.")
-    thumbnail_url: str
-    image_url: str
+    def search_filter(self) -> SearchFilter:
+        """The filter parameters, read by the parser the CLI uses too; raises InvalidFilter."""
+        return SearchFilter.parse(path=self.path, after=self.after, before=self.before, min_score=self.min_score)
 
 
-class TextHit(BaseModel):
-    id: int
-    text: str
-    score: float
+def hit_model(
+    result: type[ImageResult | TextResult], name: str, notes: dict[str, str], links: tuple[str, ...] = ()
+) -> type[BaseModel]:
+    """A response model with the fields of a search result (retrieval.search, the one definition)
+    and their types, described by `notes`, plus the URL fields in `links`."""
+    types = get_type_hints(result)
+    spec: dict[str, Any] = {f.name: (types[f.name], Field(description=notes.get(f.name))) for f in fields(result)}
+    spec |= {link: (str, ...) for link in links}
+    return create_model(name, **spec)
+
+
+ImageHit = hit_model(
+    ImageResult,
+    "ImageHit",
+    {"taken_at": "EXIF capture time, ISO 8601 in the server's time zone."},
+    links=("thumbnail_url", "image_url"),  # added by service.result_dict
+)
+TextHit = hit_model(TextResult, "TextHit", {})
 
 
 class SearchResponse(BaseModel):
-    results: list[ImageHit | TextHit]
+    results: list[ImageHit | TextHit]  # type: ignore[valid-type]
 
 
 class Item(BaseModel):

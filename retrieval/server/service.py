@@ -15,7 +15,7 @@ import threading
 from indexer.items import IMAGE, INDEXED, ItemRow
 from indexer.errors import NoVectors
 from retrieval.library import Library
-from retrieval.query import SearchFilter, check_term_limits, glob_for, parse_date, parse_term
+from retrieval.query import check_term_limits, parse_term
 from retrieval.search import ImageResult, QueryImage, Result, decode_query_image, iso_time
 from retrieval.server.errors import ItemNotFound
 from retrieval.server.images import ImageFile, ItemFile, check_upload, read_item_file
@@ -51,12 +51,7 @@ class SearchService:
     def search(self, query: str | None, options: SearchOptions, image: bytes | None = None) -> list[dict[str, object]]:
         """Ranked results as JSON-ready dicts; raises QueryError, ItemNotFound, NoVectors, upload errors."""
         check_term_limits([*([query] if query is not None else []), *options.add, *options.sub])
-        filters = SearchFilter(
-            path_glob=glob_for(options.path) if options.path else None,
-            after=parse_date(options.after, "after") if options.after else None,
-            before=parse_date(options.before, "before") if options.before else None,
-            min_score=options.min_score,
-        )
+        filters = options.search_filter()
         upload = self._decode_upload(image) if image is not None else None
         with self._lock:
             self._check_item_terms([query] if query is not None else [], options)
