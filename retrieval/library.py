@@ -5,11 +5,15 @@
         lib.index(["~/Pictures"], model=ModelSpec.parse("clipdex-tiny"))
         for hit in lib.search("kids on the beach at sunset", top=5):
             print(hit.score, hit.path)
+
+Library owns the operations (index, forget, add texts, import, search, status) and
+their write locks; it delegates which model encodes to `ModelChoice`
+(retrieval/model_choice.py) and the library folder's config.json to `LibraryConfig`
+(retrieval/library_config.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from contextlib import contextmanager
@@ -19,9 +23,7 @@ from types import TracebackType
 from typing import Iterator, Sequence
 
 import numpy as np
-import platformdirs
 
-from indexer import db_guard
 from indexer.decode import InputSpec, path_str
 from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow, WriteBatch
@@ -33,6 +35,7 @@ from indexer.texts import read_texts
 from indexer.encode import encode_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
 from indexer.models import Encoder, ModelSpec
+from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import QueryImage, Result, SortOrder, TextCache, query_vector, rank
@@ -112,19 +115,10 @@ class Library:
         """
         root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
-        config = _read_config(root / "config.json")
-        if db is not None and config.get("db") != db:
-            config["db"] = db
-            config.pop("catalog_id", None)  # another database: a catalog of its own
-        url = str(config.get("db") or f"sqlite:///{root / 'catalog.db'}")
-        expected = config.get("catalog_id")
-        catalog = Catalog(url, expected_id=expected if isinstance(expected, str) else None)
-        if config.get("catalog_id") != catalog.catalog_id:
-            config["catalog_id"] = catalog.catalog_id
-            try:
-                _write_config(root / "config.json", config)
-            except OSError:
-                pass  # a full or read-only disk: the id is recorded on a later open
+        config = LibraryConfig.read(root)
+        config.choose_db(db)
+        catalog = Catalog(config.catalog_url, expected_id=config.catalog_id)
+        config.record_catalog_id(catalog.catalog_id)
         return cls(root, catalog, device, precision)
 
     def close(self) -> None:
@@ -158,14 +152,15 @@ class Library:
     def active_model(self) -> ModelRow | None:
         return self.model_choice.active_model()
 
+    # index, add_texts and search call these
     def _active_encoder(self, active: ModelRow) -> Encoder:
-        return self.model_choice._active_encoder(active)
+        return self.model_choice.active_encoder(active)
 
     def _models_for_write(self, spec: ModelSpec | None) -> list[ModelPair]:
-        return self.model_choice._models_for_write(spec)
+        return self.model_choice.models_for_write(spec)
 
     def _model_for_search(self, spec: ModelSpec | None) -> tuple[ModelRow, Encoder | None]:
-        return self.model_choice._model_for_search(spec)
+        return self.model_choice.model_for_search(spec)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -273,7 +268,7 @@ class Library:
         last = {key: n for n, key in enumerate(items)}  # the last occurrence of each item wins
         order = sorted(last.values())
         with WriteLock(self.home / "lock"):
-            row = self.model_choice._import_model(model)
+            row = self.model_choice.import_model(model)
             if vecs.shape[1] != row.dim:
                 raise InputFileError(f"vectors have {vecs.shape[1]} dimensions but model {row.fingerprint} makes {row.dim}")
             if kind == TEXT:
@@ -385,39 +380,6 @@ class Library:
             size_bytes=size,
             errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
         )
-
-
-def library_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """The library folder: `home`, else $CLIPDEX_HOME, else the user data dir (not created here)."""
-    return Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
-
-
-def _read_config(path: Path) -> dict[str, object]:
-    try:
-        config = json.loads(path.read_text()) if path.exists() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CatalogError(f"{path} is damaged ({e}); fix or delete it (its db setting names the catalog)") from None
-    if not isinstance(config, dict):
-        raise CatalogError(f"{path} is damaged (not a JSON object); fix or delete it")
-    db = config.get("db")
-    if db not in (None, "") and not (isinstance(db, str) and db_guard.is_url(db)):  # "": the default catalog
-        value = repr(db_guard.hide_password(db)) if isinstance(db, str) else f"a JSON {type(db).__name__}"
-        raise CatalogError(
-            f"{path}: its db setting ({value}) is not a database URL such as postgresql+psycopg://USER@HOST/DB; "
-            "fix it, or remove it to use the catalog.db inside the library"
-        )
-    return config
-
-
-def _write_config(path: Path, config: dict[str, object]) -> None:
-    """Replace config.json atomically: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(config, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 
 def _real(path: str | os.PathLike[str]) -> bytes:

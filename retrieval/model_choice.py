@@ -36,7 +36,7 @@ class ModelChoice:
     def default_encoder(self) -> Encoder:
         """The library's model, or the default model for an empty library."""
         active = self.active_model()
-        return self._active_encoder(active) if active is not None else self.encoder(ModelSpec.parse(DEFAULT_MODEL))
+        return self.active_encoder(active) if active is not None else self.encoder(ModelSpec.parse(DEFAULT_MODEL))
 
     def use(self, spec: ModelSpec) -> ModelRow:
         """Make a model the default for search, in one transaction, only once every item has its vector.
@@ -59,6 +59,7 @@ class ModelChoice:
             return row
 
     def active_model(self) -> ModelRow | None:
+        """The library's default model for search, or None before anything is written."""
         fp = self.catalog.get_setting("active_model")
         return None if fp is None else self.catalog.model_by_fingerprint(fp)
 
@@ -66,7 +67,8 @@ class ModelChoice:
         s = encoder.spec
         return self.catalog.ensure_model(encoder.fingerprint, s.name, s.pretrained, s.checkpoint, encoder.dim)
 
-    def _active_encoder(self, active: ModelRow) -> Encoder:
+    def active_encoder(self, active: ModelRow) -> Encoder:
+        """The encoder of a recorded model; raises ModelNotAvailable when its weights changed."""
         enc = self.encoder(ModelSpec(active.name, active.pretrained, active.checkpoint))
         if enc.fingerprint != active.fingerprint:
             raise ModelNotAvailable(
@@ -75,12 +77,12 @@ class ModelChoice:
             )
         return enc
 
-    def _models_for_write(self, spec: ModelSpec | None) -> list[ModelPair]:
+    def models_for_write(self, spec: ModelSpec | None) -> list[ModelPair]:
         """The active model, plus the requested one; the first model used becomes active."""
         active = self.active_model()
         pairs: list[ModelPair] = []
         if active is not None:
-            pairs.append((active, self._active_encoder(active)))
+            pairs.append((active, self.active_encoder(active)))
         if spec is not None or active is None:
             enc = self.encoder(spec or ModelSpec.parse(DEFAULT_MODEL))
             row = self._register(enc)
@@ -90,7 +92,7 @@ class ModelChoice:
                 pairs.append((row, enc))
         return pairs
 
-    def _import_model(self, spec: ModelSpec | None) -> ModelRow:
+    def import_model(self, spec: ModelSpec | None) -> ModelRow:
         """The model imported vectors belong to; the first one becomes active."""
         active = self.active_model()
         if spec is None:
@@ -102,7 +104,8 @@ class ModelChoice:
             self.catalog.set_setting("active_model", row.fingerprint)
         return row
 
-    def _model_for_search(self, spec: ModelSpec | None) -> tuple[ModelRow, Encoder | None]:
+    def model_for_search(self, spec: ModelSpec | None) -> tuple[ModelRow, Encoder | None]:
+        """The model a search ranks with (and its encoder when it had to be loaded); raises NoVectors."""
         if spec is None:
             active = self.active_model()
             if active is None:
