@@ -145,7 +145,7 @@ class Library:
     def use(self, spec: ModelSpec) -> ModelRow:
         """Make a model the default for search, in one transaction, only once every item has its vector.
 
-        Raises NoVectors or ModelIncomplete (saying how many items lack vectors and how to fix it).
+        Raises NoVectors or ModelIncomplete (which counts the items that lack vectors).
         """
         return self.model_choice.use(spec)
 

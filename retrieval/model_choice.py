@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from indexer.catalog import IMAGE, TEXT, Catalog, ModelRow
-from indexer.errors import ModelNotAvailable, NoVectors
+from indexer.errors import ModelNeeded, NoVectors, WeightsChanged
 from indexer.lock import WriteLock
 from indexer.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
 from indexer.pipeline import ModelPair
@@ -41,20 +41,17 @@ class ModelChoice:
     def use(self, spec: ModelSpec) -> ModelRow:
         """Make a model the default for search, in one transaction, only once every item has its vector.
 
-        Raises NoVectors or ModelIncomplete (saying how many items lack vectors and how to fix it).
+        Raises NoVectors or ModelIncomplete (which counts the items that lack vectors).
         """
         with WriteLock(self.home / "lock"):
             enc = self.encoder(spec)
             row = self.catalog.model_by_fingerprint(enc.fingerprint)
             if row is None:
-                raise NoVectors(f"the library has no vectors from {enc.spec.label}; run `{_index_command(spec)}` first")
+                raise NoVectors(spec)
             images = len(self.catalog.missing_vectors(row.id, IMAGE))
             texts = len(self.catalog.missing_vectors(row.id, TEXT))
             if images or texts:
-                raise ModelIncomplete(
-                    f"{images} images and {texts} texts have no vector from {enc.spec.label} yet; "
-                    f"run `{_index_command(spec)}` first"
-                )
+                raise ModelIncomplete(spec, images, texts)
             self.catalog.set_setting("active_model", row.fingerprint)
             return row
 
@@ -68,13 +65,10 @@ class ModelChoice:
         return self.catalog.ensure_model(encoder.fingerprint, s.name, s.pretrained, s.checkpoint, encoder.dim)
 
     def active_encoder(self, active: ModelRow) -> Encoder:
-        """The encoder of a recorded model; raises ModelNotAvailable when its weights changed."""
+        """The encoder of a recorded model; raises WeightsChanged (a ModelNotAvailable) when its weights changed."""
         enc = self.encoder(ModelSpec(active.name, active.pretrained, active.checkpoint))
         if enc.fingerprint != active.fingerprint:
-            raise ModelNotAvailable(
-                f"the library's model {active.fingerprint} no longer loads with the same weights "
-                f"(now {enc.fingerprint}); re-index with --model, or restore the original weights"
-            )
+            raise WeightsChanged(active.fingerprint, enc.fingerprint)
         return enc
 
     def models_for_write(self, spec: ModelSpec | None) -> list[ModelPair]:
@@ -93,11 +87,11 @@ class ModelChoice:
         return pairs
 
     def import_model(self, spec: ModelSpec | None) -> ModelRow:
-        """The model imported vectors belong to; the first one becomes active."""
+        """The model imported vectors belong to; the first one becomes active. Raises ModelNeeded."""
         active = self.active_model()
         if spec is None:
             if active is None:
-                raise NoVectors("the library has no model yet; name the model the vectors come from with --model")
+                raise ModelNeeded()
             return active
         row = self._register(self.encoder(spec))
         if active is None:
@@ -109,16 +103,11 @@ class ModelChoice:
         if spec is None:
             active = self.active_model()
             if active is None:
-                raise NoVectors("the library is empty; run `clipdex index PATH` first")
+                raise NoVectors()
             return active, None
         enc = self.encoder(spec)
         row = self.catalog.model_by_fingerprint(enc.fingerprint)
         if row is None:
-            raise NoVectors(f"the library has no vectors from {spec.label}; run `clipdex index --model {spec.name}` first")
+            raise NoVectors(spec)
         return row, enc
-
-
-def _index_command(spec: ModelSpec) -> str:
-    given = f"{spec.name}:{spec.pretrained}" if spec.pretrained else spec.name
-    return f"clipdex index --model {given}" + (f" --checkpoint {spec.checkpoint}" if spec.checkpoint else "")
 
