@@ -2,7 +2,7 @@
 
 Commands import the library lazily, so `clipdex --help` does not load torch. Every
 library error reaches `_App.invoke`, the one place that turns it into a stderr
-line and an exit code.
+line and an exit code, worded for the terminal by `cli/error_lines.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import typer
 import typer.core
 
 from cli import demo_cmd, info_cmds, search_cmd, serve_cmd, train_cmds, write_cmds
+from cli.error_lines import error_line
 from cli.render import note
 from retrieval.errors import ClipdexError
 
@@ -27,7 +28,7 @@ class _App(typer.core.TyperGroup):
         try:
             return super().invoke(ctx)
         except ClipdexError as e:
-            note(f"error: {e}")
+            note(f"error: {error_line(e)}")
             raise typer.Exit(EXIT_ERROR) from None
         except OSError as e:
             name = getattr(e, "filename", None)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from indexer.errors import InputFileError
+from indexer.errors import InputFileError, ItemsListNeeded, UnknownEmbeddingFormat
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _CHECK_ROWS = 8192  # rows checked at a time in float64: bounds the extra memory of a large import (~50 MB at D=768)
@@ -30,7 +30,7 @@ def read_embeddings(path: Path, items_path: Path | None, kind: str) -> tuple[lis
         return _read_npy(path, items_path, kind)
     if path.suffix == ".parquet":
         return _read_parquet(path, kind)
-    raise InputFileError(f"{path}: embeddings come as .npy (with --items) or .parquet")
+    raise UnknownEmbeddingFormat(str(path))
 
 
 def unit_rows(items: Sequence[object], vectors: Any, kind: str) -> np.ndarray:
@@ -114,7 +114,7 @@ def _column(kind: str) -> str:
 
 def _read_npy(path: Path, items_path: Path | None, kind: str) -> tuple[list[str], np.ndarray]:
     if items_path is None:
-        raise InputFileError(f"{path}: a .npy file needs --items LIST (one {_column(kind)} per line, in row order)")
+        raise ItemsListNeeded(str(path), _column(kind))
     try:
         vectors = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:

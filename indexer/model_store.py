@@ -19,7 +19,7 @@ from typing import Any
 import open_clip
 import torch
 
-from indexer.errors import ModelNotAvailable, SavedModelError
+from indexer.errors import ModelNotAvailable, NameTaken, SavedModelError
 
 BUILTIN_DIR = Path(__file__).parent / "weights"  # built-in cards and their weights
 CONFIG_DIR = Path(__file__).parent / "model_configs"  # open_clip configs of the built-in architectures
@@ -87,7 +87,7 @@ def named_path(home: Path, name: str) -> Path:
     if not _NAME.match(name) or name.endswith(".safetensors"):
         raise SavedModelError(f"model name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
     if is_known_architecture(name) or (BUILTIN_DIR / f"{name}.json").is_file():
-        raise SavedModelError(f"model name {name!r} is an open_clip architecture or a built-in model; choose another --name")
+        raise NameTaken(name)
     return home / MODELS_DIR / f"{name}.safetensors"
 
 

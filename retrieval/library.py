@@ -5,11 +5,15 @@
         lib.index(["~/Pictures"], model=ModelSpec.parse("clipdex-tiny"))
         for hit in lib.search("kids on the beach at sunset", top=5):
             print(hit.score, hit.path)
+
+Library owns the operations (index, forget, add texts, import, search, status) and
+their write locks; it delegates which model encodes to `ModelChoice`
+(retrieval/model_choice.py) and the library folder's config.json to `LibraryConfig`
+(retrieval/library_config.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from contextlib import contextmanager
@@ -19,9 +23,7 @@ from types import TracebackType
 from typing import Iterator, Sequence
 
 import numpy as np
-import platformdirs
 
-from indexer import db_guard
 from indexer.decode import InputSpec, path_str
 from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow, WriteBatch
@@ -31,9 +33,10 @@ from indexer.scan import is_under
 from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
 from indexer.encode import encode_texts
-from indexer.errors import CatalogError, InputFileError, ModelNotAvailable, NoVectors, PathNotFound, QueryError
-from retrieval.finetune_errors import ModelIncomplete
-from indexer.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
+from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
+from indexer.models import Encoder, ModelSpec
+from retrieval.library_config import LibraryConfig, library_home
+from retrieval.model_choice import ModelChoice
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import QueryImage, Result, SortOrder, TextCache, query_vector, rank
 
@@ -93,7 +96,7 @@ class Library:
         self.device = device
         self.precision = precision
         self.indexes = IndexStore(home / "indexes", catalog)
-        self._encoders: dict[ModelSpec, Encoder] = {}
+        self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
 
     @classmethod
@@ -112,19 +115,10 @@ class Library:
         """
         root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
-        config = _read_config(root / "config.json")
-        if db is not None and config.get("db") != db:
-            config["db"] = db
-            config.pop("catalog_id", None)  # another database: a catalog of its own
-        url = str(config.get("db") or f"sqlite:///{root / 'catalog.db'}")
-        expected = config.get("catalog_id")
-        catalog = Catalog(url, expected_id=expected if isinstance(expected, str) else None)
-        if config.get("catalog_id") != catalog.catalog_id:
-            config["catalog_id"] = catalog.catalog_id
-            try:
-                _write_config(root / "config.json", config)
-            except OSError:
-                pass  # a full or read-only disk: the id is recorded on a later open
+        config = LibraryConfig.read(root)
+        config.choose_db(db)
+        catalog = Catalog(config.catalog_url, expected_id=config.catalog_id)
+        config.record_catalog_id(catalog.catalog_id)
         return cls(root, catalog, device, precision)
 
     def close(self) -> None:
@@ -142,90 +136,31 @@ class Library:
 
     def encoder(self, spec: ModelSpec) -> Encoder:
         """Load (once per Library) the encoder for a model spec, or for a model card (built in, or saved here) by name."""
-        if spec not in self._encoders:
-            self._encoders[spec] = load_encoder(spec, self.device, self.precision, home=self.home)
-        return self._encoders[spec]
+        return self.model_choice.encoder(spec)
 
     def default_encoder(self) -> Encoder:
         """The library's model, or the default model for an empty library."""
-        active = self.active_model()
-        return self._active_encoder(active) if active is not None else self.encoder(ModelSpec.parse(DEFAULT_MODEL))
+        return self.model_choice.default_encoder()
 
     def use(self, spec: ModelSpec) -> ModelRow:
         """Make a model the default for search, in one transaction, only once every item has its vector.
 
-        Raises NoVectors or ModelIncomplete (saying how many items lack vectors and how to fix it).
+        Raises NoVectors or ModelIncomplete (which counts the items that lack vectors).
         """
-        with WriteLock(self.home / "lock"):
-            enc = self.encoder(spec)
-            row = self.catalog.model_by_fingerprint(enc.fingerprint)
-            if row is None:
-                raise NoVectors(f"the library has no vectors from {enc.spec.label}; run `{_index_command(spec)}` first")
-            images = len(self.catalog.missing_vectors(row.id, IMAGE))
-            texts = len(self.catalog.missing_vectors(row.id, TEXT))
-            if images or texts:
-                raise ModelIncomplete(
-                    f"{images} images and {texts} texts have no vector from {enc.spec.label} yet; "
-                    f"run `{_index_command(spec)}` first"
-                )
-            self.catalog.set_setting("active_model", row.fingerprint)
-            return row
+        return self.model_choice.use(spec)
 
     def active_model(self) -> ModelRow | None:
-        fp = self.catalog.get_setting("active_model")
-        return None if fp is None else self.catalog.model_by_fingerprint(fp)
+        return self.model_choice.active_model()
 
-    def _register(self, encoder: Encoder) -> ModelRow:
-        s = encoder.spec
-        return self.catalog.ensure_model(encoder.fingerprint, s.name, s.pretrained, s.checkpoint, encoder.dim)
-
+    # index, add_texts and search call these
     def _active_encoder(self, active: ModelRow) -> Encoder:
-        enc = self.encoder(ModelSpec(active.name, active.pretrained, active.checkpoint))
-        if enc.fingerprint != active.fingerprint:
-            raise ModelNotAvailable(
-                f"the library's model {active.fingerprint} no longer loads with the same weights "
-                f"(now {enc.fingerprint}); re-index with --model, or restore the original weights"
-            )
-        return enc
+        return self.model_choice.active_encoder(active)
 
     def _models_for_write(self, spec: ModelSpec | None) -> list[ModelPair]:
-        """The active model, plus the requested one; the first model used becomes active."""
-        active = self.active_model()
-        pairs: list[ModelPair] = []
-        if active is not None:
-            pairs.append((active, self._active_encoder(active)))
-        if spec is not None or active is None:
-            enc = self.encoder(spec or ModelSpec.parse(DEFAULT_MODEL))
-            row = self._register(enc)
-            if active is None:
-                self.catalog.set_setting("active_model", row.fingerprint)
-            if all(row.id != m.id for m, _ in pairs):
-                pairs.append((row, enc))
-        return pairs
-
-    def _import_model(self, spec: ModelSpec | None) -> ModelRow:
-        """The model imported vectors belong to; the first one becomes active."""
-        active = self.active_model()
-        if spec is None:
-            if active is None:
-                raise NoVectors("the library has no model yet; name the model the vectors come from with --model")
-            return active
-        row = self._register(self.encoder(spec))
-        if active is None:
-            self.catalog.set_setting("active_model", row.fingerprint)
-        return row
+        return self.model_choice.models_for_write(spec)
 
     def _model_for_search(self, spec: ModelSpec | None) -> tuple[ModelRow, Encoder | None]:
-        if spec is None:
-            active = self.active_model()
-            if active is None:
-                raise NoVectors("the library is empty; run `clipdex index PATH` first")
-            return active, None
-        enc = self.encoder(spec)
-        row = self.catalog.model_by_fingerprint(enc.fingerprint)
-        if row is None:
-            raise NoVectors(f"the library has no vectors from {spec.label}; run `clipdex index --model {spec.name}` first")
-        return row, enc
+        return self.model_choice.model_for_search(spec)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -333,7 +268,7 @@ class Library:
         last = {key: n for n, key in enumerate(items)}  # the last occurrence of each item wins
         order = sorted(last.values())
         with WriteLock(self.home / "lock"):
-            row = self._import_model(model)
+            row = self.model_choice.import_model(model)
             if vecs.shape[1] != row.dim:
                 raise InputFileError(f"vectors have {vecs.shape[1]} dimensions but model {row.fingerprint} makes {row.dim}")
             if kind == TEXT:
@@ -445,43 +380,6 @@ class Library:
             size_bytes=size,
             errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
         )
-
-
-def library_home(home: str | os.PathLike[str] | None = None) -> Path:
-    """The library folder: `home`, else $CLIPDEX_HOME, else the user data dir (not created here)."""
-    return Path(home or os.environ.get("CLIPDEX_HOME") or platformdirs.user_data_dir("clipdex")).expanduser()
-
-
-def _read_config(path: Path) -> dict[str, object]:
-    try:
-        config = json.loads(path.read_text()) if path.exists() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CatalogError(f"{path} is damaged ({e}); fix or delete it (its db setting names the catalog)") from None
-    if not isinstance(config, dict):
-        raise CatalogError(f"{path} is damaged (not a JSON object); fix or delete it")
-    db = config.get("db")
-    if db not in (None, "") and not (isinstance(db, str) and db_guard.is_url(db)):  # "": the default catalog
-        value = repr(db_guard.hide_password(db)) if isinstance(db, str) else f"a JSON {type(db).__name__}"
-        raise CatalogError(
-            f"{path}: its db setting ({value}) is not a database URL such as postgresql+psycopg://USER@HOST/DB; "
-            "fix it, or remove it to use the catalog.db inside the library"
-        )
-    return config
-
-
-def _write_config(path: Path, config: dict[str, object]) -> None:
-    """Replace config.json atomically: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(config, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _index_command(spec: ModelSpec) -> str:
-    given = f"{spec.name}:{spec.pretrained}" if spec.pretrained else spec.name
-    return f"clipdex index --model {given}" + (f" --checkpoint {spec.checkpoint}" if spec.checkpoint else "")
 
 
 def _real(path: str | os.PathLike[str]) -> bytes:

@@ -13,7 +13,7 @@ from indexer.catalog import IMAGE, TEXT, Catalog, ModelRow
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, InputSpec, decode_bytes, decode_image
 from indexer.index_store import IndexStore
 from indexer.encode import encode_images, encode_texts
-from indexer.errors import NonFiniteQuery, QueryError
+from indexer.errors import FiltersOnTexts, NonFiniteQuery, QueryError, QueryOptionError
 from indexer.models import Encoder
 from retrieval.query import SearchFilter, Term
 
@@ -164,9 +164,9 @@ def rank(
 ) -> list[Result]:
     """The best `top` items after `offset`, filtered before ranking."""
     if top < 1 or offset < 0:
-        raise QueryError("--top must be at least 1 and the offset at least 0")
+        raise QueryOptionError("top", top, "at least 1") if top < 1 else QueryOptionError("offset", offset, "at least 0")
     if kind == TEXT and filters.narrows_items:
-        raise QueryError("path and date filters apply to images; they cannot be used with --texts")
+        raise FiltersOnTexts()
     allowed = None
     if filters.narrows_items:
         allowed = catalog.filter_ids(kind, filters)

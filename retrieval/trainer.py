@@ -22,7 +22,7 @@ import torch
 from retrieval.contrastive import MAX_LOGIT_SCALE, pixels_to_input, train_step
 from indexer.errors import CheckpointError
 from retrieval.evaluate import RetrievalMetrics, evaluate
-from retrieval.finetune_errors import TrainingConfigError
+from retrieval.finetune_errors import CannotResume, TrainingConfigError
 from retrieval.lora import add_lora, merge_lora
 from indexer.models import Encoder
 from retrieval.pair_data import PairData
@@ -56,21 +56,22 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise TrainingConfigError naming the option that is out of range."""
-        problems = [
-            (self.epochs < 1, "--epochs must be at least 1"),
-            (self.max_steps is not None and self.max_steps < 1, "--max-steps must be at least 1"),
-            (self.batch_size < 2, "--batch-size must be at least 2 (InfoNCE needs negatives)"),
-            (not 1 <= self.accum_steps <= self.batch_size, "--accum-steps must be between 1 and --batch-size"),
-            (self.lr <= 0 or self.weight_decay < 0, "--lr must be positive and --weight-decay not negative"),
-            (not 0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1"),
-            (self.lock_image and self.lock_text, "--lock-image and --lock-text together leave nothing to train"),
-            (self.lora_rank < 0, "--lora-rank must be 0 (off) or more"),
-            (self.wise_ft is not None and not 0 <= self.wise_ft <= 1, "--wise-ft ALPHA must be between 0 and 1"),
-            (self.precision not in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+        problems = [  # (is it bad, the option, what its value must be)
+            (self.epochs < 1, "epochs", "at least 1"),
+            (self.max_steps is not None and self.max_steps < 1, "max_steps", "at least 1"),
+            (self.batch_size < 2, "batch_size", "at least 2, as InfoNCE needs negatives"),
+            (not 1 <= self.accum_steps <= self.batch_size, "accum_steps", "between 1 and {batch_size}"),
+            (self.lr <= 0, "lr", "positive"),
+            (self.weight_decay < 0, "weight_decay", "0 or more"),
+            (not 0 < self.val_fraction < 1, "val_fraction", "between 0 and 1"),
+            (self.lock_image and self.lock_text, "lock_image", "off with {lock_text}: together they leave nothing to train"),
+            (self.lora_rank < 0, "lora_rank", "0 (off) or more"),
+            (self.wise_ft is not None and not 0 <= self.wise_ft <= 1, "wise_ft", "between 0 and 1"),
+            (self.precision not in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
         ]
-        for bad, message in problems:
+        for bad, name, rule in problems:
             if bad:
-                raise TrainingConfigError(message)
+                raise TrainingConfigError(name, getattr(self, name), rule)
 
 
 @dataclass(frozen=True)
@@ -306,15 +307,13 @@ def _load_state(
     path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, data: PairData, val: PairData
 ) -> _State:
     if not path.exists():
-        raise CheckpointError(f"nothing to resume: no checkpoint at {path}; run again without --resume")
+        raise CannotResume(str(path), is_missing=True)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} cannot be read: {str(e).splitlines()[0]}") from None
     if blob.get("run") != _fingerprint(config, data, val):
-        raise CheckpointError(
-            f"checkpoint {path} was made with other data or settings; run again without --resume to start over"
-        )
+        raise CannotResume(str(path), is_missing=False)
     net.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
     step, best_step, bad, pairs = (int(x) for x in blob["counters"])

@@ -89,6 +89,8 @@ def test_status_json_has_the_documented_fields(indexed: Path) -> None:
         (["search", "x", "--after", "yesterday"], "error: --after 'yesterday' is not an ISO 8601 date"),
         (["search", "0:beach"], "error: weight in '0:beach' must be a positive number"),
         (["search", "beach"], "error: the library is empty; run `clipdex index PATH` first"),
+        (["search", "beach", "--model", "clipdex-tiny"],
+         "error: the library has no vectors from clipdex-tiny; run `clipdex index --model clipdex-tiny` first"),
         (["forget", "/nowhere"], "error: /nowhere is not a root of this library"),
         (["add-texts", "missing.txt"], "error: missing.txt does not exist"),
         (["search", "x", "--precision", "fp8"], "error: --precision 'fp8' is not one of auto, fp32, bf16, int8, fp16"),

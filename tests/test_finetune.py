@@ -263,12 +263,16 @@ def test_use_refuses_a_half_embedded_library_then_switches(tmp_path: Path, photo
         for i in range(3):
             make_photo(more / f"new{i}.jpg", seed=100 + i)
         lib.index([more])  # only the active model embeds these
-        with pytest.raises(ModelIncomplete, match=r"^3 images and 0 texts have no vector .* run `clipdex index --model clipdex-tiny --checkpoint"):
+        with pytest.raises(ModelIncomplete) as incomplete:
             lib.use(other)
+        assert (incomplete.value.model, incomplete.value.images, incomplete.value.texts) == (other, 3, 0)
         assert lib.active_model().fingerprint == tiny.fingerprint  # type: ignore[union-attr]
     args = ["--library", str(tmp_path / "lib")]
     refused = runner.invoke(app, ["use", "clipdex-tiny", "--checkpoint", str(weights), *args])
-    assert refused.exit_code == 1 and "3 images and 0 texts have no vector" in refused.output
+    assert (refused.exit_code, refused.stderr) == (1, (
+        f"error: 3 images and 0 texts have no vector from {other.label} yet; "
+        f"run `clipdex index --model clipdex-tiny --checkpoint {other.checkpoint}` first\n"
+    ))
     assert runner.invoke(app, ["index", "--model", "clipdex-tiny", "--checkpoint", str(weights), *args]).exit_code == 0
     switched = runner.invoke(app, ["use", "clipdex-tiny", "--checkpoint", str(weights), *args])
     assert switched.exit_code == 0, switched.output

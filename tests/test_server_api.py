@@ -239,7 +239,7 @@ def test_items_indexed_by_another_library_handle_appear_without_restart(tmp_path
         ({"q": "x", "after": "last week"}, 400,
          "after 'last week' is not an ISO 8601 date (e.g. 2024-07-01 or 2024-07-01T18:30)"),
         ({"q": "x", "texts": "true", "path": "home/*"}, 400,
-         "path and date filters apply to images; they cannot be used with --texts"),
+         "path and date filters (path, after, before) apply to images; they cannot be used with texts=true"),
         ({"q": "item:999"}, 404, "item 999 is not in the library"),
         ({"q": "x", "sub": ["item:12345"]}, 404, "item 12345 is not in the library"),
         ({"q": "x", "top": 0}, 422, "top: Input should be greater than or equal to 1"),
@@ -286,7 +286,7 @@ def test_a_text_item_has_no_image_or_thumbnail(served: tuple[Library, Path, Test
 def test_an_empty_library_answers_404_with_what_to_do(tmp_path: Path) -> None:
     with Library.open(tmp_path / "empty") as lib:
         r = client_for(lib).get("/api/v1/search", params={"q": "x"})
-    assert (r.status_code, r.json()) == (404, error(404, "the library is empty; run `clipdex index PATH` first"))
+    assert (r.status_code, r.json()) == (404, error(404, "the library is empty: nothing has been indexed into it yet"))
 
 
 def test_unknown_routes_are_json_404(served: tuple[Library, Path, TestClient]) -> None:

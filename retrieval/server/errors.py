@@ -1,18 +1,21 @@
 """The server's typed errors, and the one place that turns any error into an HTTP response.
 
-Every error response is JSON: `{"error": {"status": 404, "message": "..."}}`.
+Every error response is JSON: `{"error": {"status": 404, "message": "..."}}`. The
+library's errors that a request parameter fixes are worded here in HTTP terms
+(`WORDING`); the CLI words the same errors with its flags in `cli/error_lines.py`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from indexer.errors import ClipdexError, ModelNotAvailable, NoVectors, QueryError
+from indexer.errors import BadOption, ClipdexError, FiltersOnTexts, ModelNotAvailable, NoVectors, QueryError
 
 log = logging.getLogger("clipdex.server")
 
@@ -70,6 +73,14 @@ STATUS: dict[type[Exception], int] = {
 }
 
 
+# The library's errors worded for an HTTP client: options are request parameters.
+WORDING: dict[type[Exception], Callable[[Any], str]] = {
+    BadOption: lambda e: e.worded(lambda name: f"parameter {name}"),
+    FiltersOnTexts: lambda e: "path and date filters (path, after, before) apply to images; "
+    "they cannot be used with texts=true",
+}
+
+
 def status_for(exc: Exception) -> int:
     if isinstance(exc, HTTPException):
         return exc.status_code
@@ -86,6 +97,9 @@ def message_for(exc: Exception) -> str:
         return str(exc.detail)
     if status_for(exc) == 500:
         return "internal server error; see the server's log"
+    for cls in type(exc).__mro__:
+        if cls in WORDING:
+            return WORDING[cls](exc)
     return str(exc)
 
 
