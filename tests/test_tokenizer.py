@@ -152,3 +152,53 @@ def test_tokenizing_imports_neither_torch_nor_open_clip() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     expected = open_clip.get_tokenizer("ViT-B-32")(["a photo of a cat"])[0, :6].tolist()
     assert json.loads(out.stdout) == [expected, False, False]
+
+
+def _local_hf_tokenizer(folder: Path) -> Path:
+    """A small BERT-style WordPiece tokenizer saved as a Hugging Face folder: no hub access needed."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(CAPTIONS * 3, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 512}
+    config.update(pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"clean": "whitespace", "strip_sep_token": True},
+        {"clean": "lower", "strip_sep_token": False, "padding_side": "left"},
+        {"clean": "canonicalize", "strip_sep_token": False, "truncation_side": "left"},
+    ],
+)
+def test_hf_ids_equal_open_clip(tmp_path: Path, options: dict[str, object]) -> None:
+    """open_clip's HFTokenizer (transformers) on a local folder; hub tokenizers (SigLIP, XLM-R) need the network."""
+    pytest.importorskip("transformers")
+    reference = open_clip.tokenizer.HFTokenizer(str(_local_hf_tokenizer(tmp_path / "hf")), context_length=16, **options)
+    made = recipe_of(reference)
+    assert made.recipe.family == "hf" and list(made.files) == ["tokenizer.json"]
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "text-encoder.tokenizer.json").write_bytes(made.files["tokenizer.json"])
+    ours = load_tokenizer(TokenizerRecipe.from_json(made.recipe.to_json()), export, "text-encoder.")
+    expected = reference(CAPTIONS).numpy()
+    got = ours(CAPTIONS)
+    assert got.shape == expected.shape == (len(CAPTIONS), 16)
+    assert [CAPTIONS[i] for i in range(len(CAPTIONS)) if not np.array_equal(got[i], expected[i])] == []
+
+
+def test_a_missing_hf_tokenizer_file_is_unavailable(tmp_path: Path) -> None:
+    recipe = TokenizerRecipe.from_json({"family": "hf", "context_length": 16, "clean": "whitespace"})
+    with pytest.raises(TokenizerUnavailable, match="cannot read the tokenizer"):
+        load_tokenizer(recipe, tmp_path, "text-encoder.")
