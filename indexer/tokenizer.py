@@ -252,8 +252,10 @@ def _clean_canonicalize(text: str) -> str:
 
 class _HfTokenizer:
     def __init__(self, recipe: TokenizerRecipe, path: Path) -> None:
-        from tokenizers import Tokenizer
-
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise TokenizerUnavailable("an hf tokenizer needs the tokenizers package: pip install tokenizers") from None
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for unreadable files
