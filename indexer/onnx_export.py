@@ -1,5 +1,7 @@
 """ONNX exports of a loaded model's towers: the torch side of the derived text and image encoders.
 
+The graph is `<kind>.onnx`, its weights `<kind>.onnx.data` beside it.
+
 - Text: `token_ids` (B, context_length) int64 → `vectors` (B, D) float32, L2-normalised.
   The batch is dynamic; the context length is the model's (padding costs a little, and
   the graph stays one shape). The tag's `info.tokenizer` is the recipe that gives the
@@ -136,6 +138,20 @@ def _export(tower: torch.nn.Module, example: torch.Tensor, input_name: str, path
         lines = str(e).strip().splitlines()
         why = lines[0] if lines else type(e).__name__
         raise DerivedRejected(kind.name, fingerprint, f"the ONNX exporter failed ({why})") from None
+    _move_weights_out(path)
+
+
+def _move_weights_out(path: Path) -> None:
+    """Keep the weights in `<file>.data` beside the graph: ONNX Runtime then maps them instead of
+    parsing them out of the protobuf (ViT-B-32-256's text tower: session in 0.9 s, not 2.1 s;
+    peak RSS 217 MB, not 400 MB). The graph names the data file relative to itself."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+        location=path.name + ".data", size_threshold=1024,
+    )
 
 
 def _validate_text(encoder: Encoder, model: torch.nn.Module, folder: Path) -> dict[str, float]:

@@ -43,6 +43,8 @@ def test_text_export_gives_torch_vectors(tiny: Encoder, exported: tuple[Path, De
     home, text, _ = exported
     assert text.folder == entry_folder(home, TINY_FINGERPRINT)
     assert lookup(home, TINY_FINGERPRINT, TEXT_ENCODER, full_check=True) == text
+    assert [f.name for f in text.tag.files] == ["text-encoder.onnx", "text-encoder.onnx.data"]
+    assert text.companion(".onnx.data").stat().st_size > 12_000_000 > text.path.stat().st_size  # the weights
     assert text.tag.info == {
         "tokenizer": recipe_of(tiny.tokenizer).recipe.to_json(), "dim": 128, "input": "token_ids", "output": "vectors",
     }
