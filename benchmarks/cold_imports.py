@@ -94,7 +94,8 @@ def prepare(home: Path, name: str, checkpoint: str | None, scratch: Path) -> tup
     spec = ModelSpec.parse(name, checkpoint)
     encoder = load_encoder(spec, "cpu", "fp32", home=home)
     derived = text_encoder(encoder, home)
-    print(f"exported {derived.path} ({derived.path.stat().st_size / 1e6:.0f} MB), "
+    size = sum(f.size_bytes for f in derived.tag.files)
+    print(f"exported {derived.path} and its weights ({size / 1e6:.0f} MB), "
           f"validation {derived.tag.validation}", file=sys.stderr)
     return checkpoint, spec.label
 
