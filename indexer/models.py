@@ -4,7 +4,9 @@ A model is named `NAME` or `NAME:PRETRAINED_TAG` (any open_clip architecture and
 tag), or `hf-hub:org/repo`, optionally with local weights from `--checkpoint`, or
 by the name of a model card (built in, or saved in a library; see `model_store`).
 Every loaded model gets a fingerprint (architecture plus a digest of its weights)
-that the catalog stores beside each vector it makes.
+that the catalog stores beside each vector it makes; `fingerprints` remembers it per
+weights file, so a model is hashed once, not on every start. Weights loaded from a
+file are not randomly initialised first: every one of them is overwritten anyway.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any, Callable
 
 import open_clip
 import torch
+from torch.overrides import TorchFunctionMode
 
+from indexer import fingerprints
 from indexer.decode import InputSpec
 from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel
 from indexer.model_store import SCHEMAS, find_card, is_known_architecture, list_cards, register_builtin_models
@@ -129,10 +133,15 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto",
     source = resolve(spec, home)
     if not is_known_architecture(source.name):
         raise UnknownModel(f"unknown model {spec.name!r}; `clipdex models` lists the available ones")
+    weights = _weights_file(source)
+    stamp = fingerprints.FileStamp.of(weights) if weights is not None and home is not None else None
     model = _create(source)
     model.eval()
-    state = model.state_dict()
-    fingerprint = fingerprint_of(source.name, state)
+    fingerprint = fingerprints.cached(home, source.name, stamp) if home is not None and stamp is not None else None
+    if fingerprint is None:
+        fingerprint = fingerprint_of(source.name, model.state_dict())
+        if home is not None and stamp is not None:
+            fingerprints.remember(home, source.name, stamp, fingerprint, spec.label)
     dev = pick_device(device)
     chosen = pick_precision(dev, precision)
     if chosen == "fp16":
@@ -229,10 +238,14 @@ def _create_model(spec: ModelSpec) -> torch.nn.Module:
 
 
 def _with_weights(name: str, path: str) -> torch.nn.Module:
-    model = _create_untrained(name)
-    state = load_state_dict(path)
+    with _SkipRandomInit():  # a strict load below overwrites every parameter and persistent buffer
+        model = _create_untrained(name)
+    state = _fit_shapes(load_state_dict(path), model)
+    own = model.state_dict()
+    # The model's own dtypes (an fp16 file loads as fp32, as a copying load would), contiguous.
+    state = {k: v.to(own[k].dtype).contiguous() if k in own else v for k, v in state.items()}
     try:
-        model.load_state_dict(_fit_shapes(state, model), strict=True)
+        model.load_state_dict(state, strict=True, assign=True)  # no copy: the model takes the loaded tensors
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not fit architecture {name}: {_one_line(e)}") from None
     return model
@@ -243,6 +256,47 @@ def _create_untrained(name: str) -> torch.nn.Module:
         return open_clip.create_model(name, pretrained=None, load_weights=False, pretrained_text=False)
     except Exception as e:  # config look-up failures (e.g. hf-hub offline)
         raise ModelNotAvailable(f"cannot build {name}: {_one_line(e)}; {_FIX}") from None
+
+
+class _SkipRandomInit(TorchFunctionMode):
+    """Skip random fills while a model is built whose weights are all loaded next.
+
+    Only random ops are skipped (filling with constants stays: non-persistent buffers
+    such as the causal attention mask are built that way and never loaded). A
+    torch-function mode is per thread, unlike patching `torch.nn.init`.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _RANDOM_FILLS:
+            return args[0] if args else kwargs["tensor"]
+        if func in _RANDOM_NEW:
+            kwargs.pop("generator", None)
+            return torch.empty(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+_RANDOM_FILLS = {
+    torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.random_, torch.nn.init.normal_, torch.nn.init.uniform_,
+    torch.nn.init.trunc_normal_, torch.nn.init.kaiming_uniform_, torch.nn.init.kaiming_normal_,
+    torch.nn.init.xavier_uniform_, torch.nn.init.xavier_normal_, torch.nn.init.orthogonal_,
+}
+_RANDOM_NEW = {torch.randn, torch.rand}
+
+
+def _weights_file(spec: ModelSpec) -> Path | None:
+    """The one file the weights of `spec` are read from, where clipdex can tell which (for the fingerprint cache)."""
+    if spec.checkpoint is not None:
+        return Path(spec.checkpoint)
+    if spec.pretrained is None or spec.name.startswith(SCHEMAS):
+        return None
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    try:
+        # What create_model downloads (or finds in the cache) next; offline and uncached it raises.
+        found = open_clip.pretrained.download_pretrained(cfg) if cfg else ""
+    except Exception:  # hub and network errors of every kind: create_model words them
+        return None
+    return Path(found) if found and not str(found).endswith((".npz", ".npy")) else None
 
 
 _FIX = (

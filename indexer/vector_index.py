@@ -9,11 +9,9 @@ checksum catches a truncated or damaged file.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import re
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,12 +21,11 @@ import faiss
 import numpy as np
 
 from indexer import failpoints
+from indexer.atomic_files import fsync_dir, is_disk_full, remove_stale_temps, temp_path
 from indexer.errors import DiskFull
 
 MAGIC = b"CLIPDEX-FAISS\x00\x01\n"
 _LEN = struct.Struct("<Q")
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # .NAME.PID.tmp, as `save` names its temp files
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 # Exact search stays while it is fast: up to this many vector components (N x D)
@@ -203,7 +200,7 @@ class VectorIndex:
         payload = faiss.serialize_index(self.index).tobytes()
         digest = hashlib.sha256(header + payload).digest()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temp_path(path)
         try:
             with open(tmp, "wb") as f:
                 f.write(MAGIC + _LEN.pack(len(header)) + header + _LEN.pack(len(payload)))
@@ -215,7 +212,7 @@ class VectorIndex:
             os.replace(tmp, path)
         except BaseException as e:
             tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError) and e.errno in _FULL:
+            if is_disk_full(e):
                 raise DiskFull(
                     f"cannot save the search index {path}: no space left on the device; free some space and "
                     "run the command again (the catalog and the previous index file are intact)"
@@ -250,40 +247,3 @@ class VectorIndex:
         if index.d != tag.dim:
             return None
         return cls(tag, index)
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temp files that `save` left behind in a process that was killed; return them.
-
-    A temp file whose writer is still running is kept: it may be about to be renamed.
-    """
-    removed: list[Path] = []
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return removed
-    for name in names:
-        m = _TEMP_NAME.match(name)
-        if m is None or _is_running(int(m.group(1))):
-            continue
-        (folder / name).unlink(missing_ok=True)
-        removed.append(folder / name)
-    return removed
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return True
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

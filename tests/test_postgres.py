@@ -37,7 +37,7 @@ def test_db_url_is_remembered_and_nothing_but_the_catalog_leaves_the_machine(
     status = json.loads(result.stdout)
     assert (status["images"], status["skipped"]) == (12, 1)
     assert status["index"]["in_sync"] is True
-    assert sorted(p.name for p in home.iterdir()) == ["config.json", "indexes", "lock"]  # no catalog.db
+    assert sorted(p.name for p in home.iterdir()) == ["config.json", "derived", "indexes", "lock"]  # no catalog.db
     result = runner.invoke(app, ["search", "a beach", "--top", "3", "--json", "--library", str(home)])
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
 

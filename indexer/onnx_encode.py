@@ -1,0 +1,74 @@
+"""Encode with a derived ONNX export and no torch: the search side of `indexer.onnx_export`.
+
+`OnnxTextEncoder.open(derived)` reads the tokenizer recipe from the export's tag and
+starts an ONNX Runtime session; `encode(texts)` returns what `encode_texts` returns
+for the fp32 torch model (cosine ≥ 0.9999, checked when the export was made).
+Importing this module imports neither torch nor open_clip; onnxruntime is imported
+when a session is opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Derived
+from indexer.tokenizer import Tokenize, TokenizerRecipe, load_tokenizer
+
+
+def _session(derived: Derived, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(derived.path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class OnnxTextEncoder:
+    """Texts → (B, D) unit float32 vectors, from a derived text encoder."""
+
+    session: Any
+    tokenize: Tokenize
+    dim: int
+
+    @classmethod
+    def open(cls, derived: Derived, threads: int = 0) -> OnnxTextEncoder:
+        """Raises TokenizerUnavailable when the tokenizer's files are missing or changed."""
+        if derived.kind.name != TEXT_ENCODER.name:
+            raise ValueError(f"{derived.path} is not a text encoder")
+        recipe = TokenizerRecipe.from_json(derived.tag.info["tokenizer"])
+        tokenize = load_tokenizer(recipe, derived.folder, TEXT_ENCODER.name + ".")
+        return cls(_session(derived, threads), tokenize, int(derived.tag.info["dim"]))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.session.run(["vectors"], {"token_ids": self.tokenize(texts)})[0]  # (B, D)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@dataclass
+class OnnxImageEncoder:
+    """(B, H, W, 3) uint8 model-sized pixels → (B, D) unit float32 vectors, from a derived image encoder."""
+
+    session: Any
+    dim: int
+    height: int
+    width: int
+
+    @classmethod
+    def open(cls, derived: Derived, threads: int = 0) -> OnnxImageEncoder:
+        if derived.kind.name != IMAGE_ENCODER.name:
+            raise ValueError(f"{derived.path} is not an image encoder")
+        info = derived.tag.info
+        return cls(_session(derived, threads), int(info["dim"]), int(info["height"]), int(info["width"]))
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.session.run(["vectors"], {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]  # (B, D)
+        return np.ascontiguousarray(out, dtype=np.float32)
