@@ -259,6 +259,7 @@ class Library:
         encoder call, 0 for automatic); the caller closes one it passes.
         Raises PathNotFound, LibraryBusy, or a model error before touching anything.
         """
+        runner = self._executor(executor, batch_size)
         with self._writing():
             given = [_real(p) for p in paths or []]
             for p, raw in zip(given, paths or []):
@@ -271,7 +272,7 @@ class Library:
             present = [r for r in targets if os.path.exists(r)]
             options = IndexOptions(exclude=tuple(exclude))
             refs = [ModelRef(enc.spec, enc.fingerprint) for _, enc in models]
-            with self._executor(executor, batch_size) as ex:
+            with runner as ex:
                 report = run_index(self.catalog, refs, present, ex, options, progress)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
             for row, _ in models:

@@ -147,3 +147,10 @@ def test_another_executor_plugged_into_index_gives_the_same_catalog(tmp_path: Pa
     assert ours["skipped"] == theirs["skipped"] == [(str(photos / "home" / "broken.jpg"), "not a supported image format")]
     for a, b in zip(ours["vectors"], theirs["vectors"]):  # type: ignore[call-overload]
         assert a.shape == b.shape and float(np.abs(a - b).max()) <= 1e-6
+
+
+def test_a_batch_size_with_a_given_executor_is_refused_before_anything_changes(tmp_path: Path, photos: Path) -> None:
+    with Library.open(tmp_path / "lib") as lib:
+        with pytest.raises(ValueError, match="batch_size sizes the default executor"):
+            lib.index([photos], model=TINY, batch_size=4, executor=SerialExecutor(lib.encoder))
+        assert (lib.roots(), lib.active_model()) == ([], None)
