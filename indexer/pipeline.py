@@ -1,41 +1,34 @@
-"""One indexing run: scan → plan → decode → encode → commit, in batches.
+"""One indexing run: scan → plan → execute → commit, in batches.
 
-The run is planned from file stats alone (no hashing of unchanged files), then
-executed in batches that are each committed in one transaction, so an
-interrupted run loses at most the batch in flight.
+The run is planned from the catalog and file stats alone (no hashing of unchanged
+files): new or changed files to embed with every model of the run, then the items some
+model has no vector for yet. An `Executor` (`indexer.executor`) turns the inputs into
+vectors and yields them in batches as they finish; each batch is committed here, by the
+single writer, in one transaction, so an interrupted run loses at most the batch in flight.
 
-A skipped file is planned again when it changes. One whose decoder process crashed,
-hung or ran out of memory (a `WorkerFailure`: the cause may lie outside the file) is
+A skipped file is planned again when it changes. One whose decoder failed transiently
+(its worker crashed, hung or ran out of memory: the cause may lie outside the file) is
 also planned again by the next runs, up to MAX_DECODE_TRIES runs in a row.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from itertools import islice
-from typing import Callable, Iterator, Sequence, TypeVar
-
-import numpy as np
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence, TypeVar
 
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRecord, FileRow, ModelRow, WriteBatch
-from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, DecodeResult, InputSpec
-from indexer.decode_worker import WorkerFailure
-from indexer.workers import DecodePool, PoolConfig
-from indexer.scan import FileStat, content_hash, scan_roots
-from indexer.encode import auto_batch_size, encode_images, encode_texts
+from indexer.executor import EmbedResult, EmbedTask, Executor, Failure, ModelRef, StageClock
 from indexer.models import Encoder
+from indexer.scan import FileStat, content_hash, scan_roots
 
 MAX_DECODE_TRIES = 3  # runs in a row a file's decoder may crash, hang or run out of memory on it
+COPY_BATCH = 256  # copies of indexed files per transaction (no decoding, no encoding)
 
 
 @dataclass(frozen=True)
 class IndexOptions:
     exclude: tuple[str, ...] = ()
-    batch_size: int = 0  # 0: sized for the device (auto_batch_size)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    pool: PoolConfig = PoolConfig()
 
 
 @dataclass(frozen=True)
@@ -77,30 +70,93 @@ class _Plan:
     first: WriteBatch = field(default_factory=WriteBatch)  # removals, renames, touches
 
 
-ModelPair = tuple[ModelRow, Encoder]
+@dataclass
+class _Job:
+    """Inputs for the executor, the models to embed them with, and how a batch of results
+    becomes one write batch."""
+
+    tasks: list[EmbedTask]
+    models: list[ModelRef]
+    to_write: Callable[[list[EmbedResult]], WriteBatch]
+
+
+ModelPair = tuple[ModelRow, Encoder]  # a model as the library chooses it for a write (converted to a ModelRef to run)
 T = TypeVar("T")
 
 
 def run_index(
     catalog: Catalog,
-    models: Sequence[ModelPair],
+    models: Sequence[ModelRef],
     roots: Sequence[bytes],
+    executor: Executor,
     options: IndexOptions = IndexOptions(),
     progress: ProgressFn | None = None,
 ) -> IndexReport:
-    """Bring the catalog up to date with `roots` (which must exist) and fill missing vectors."""
+    """Bring the catalog up to date with `roots` (which must exist) and fill missing vectors.
+
+    Every model must be registered in the catalog already. Raises what the executor
+    raises (ModelNotAvailable for a model whose fingerprint differs) and catalog errors.
+    """
     started = time.monotonic()
     report = IndexReport()
-    clock = _Clock(report.timings)
+    clock = StageClock(report.timings)
+    executor_before = dict(executor.timings)
+    rows = _rows(catalog, models)
     with clock("scan"):
         scan = scan_roots(roots, options.exclude)
         report.problems.extend(scan.problems)
         plan = _plan(catalog, scan.files, catalog.files_under(roots), report)
     with clock("sql"):
         catalog.write(plan.first)
-        fill = {m.id: catalog.missing_vectors(m.id, IMAGE) for m, _ in models}
-        texts = {m.id: catalog.missing_vectors(m.id, TEXT) for m, _ in models}
-    total = len(plan.encode) + sum(map(len, fill.values())) + sum(map(len, texts.values()))
+        fills = _fill_jobs(catalog, models, rows, (IMAGE, TEXT))  # planned before new files add theirs
+    files = _files_job(plan.encode, models, rows, report)
+    tick = _ticker(progress, len(files.tasks) + sum(len(job.tasks) for job in fills))
+    _execute(catalog, executor, files, clock, tick)
+    with clock("sql"):
+        for batch in _batches(plan.copies, COPY_BATCH):
+            catalog.write(WriteBatch(records=batch))
+    for job in fills:  # items that some model of this run has not embedded yet (older items, another model)
+        report.encoded += _execute(catalog, executor, job, clock, tick)
+    for stage, seconds in executor.timings.items():
+        report.timings[stage] = report.timings.get(stage, 0.0) + seconds - executor_before.get(stage, 0.0)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def fill_vectors(catalog: Catalog, models: Sequence[ModelRef], executor: Executor, kinds: Sequence[str]) -> int:
+    """Embed every indexed item of `kinds` that lacks a vector from one of `models`; return the vectors added."""
+    jobs = _fill_jobs(catalog, models, _rows(catalog, models), kinds)
+    return sum(_execute(catalog, executor, job, StageClock({}), _ticker(None, 0)) for job in jobs)
+
+
+def _execute(
+    catalog: Catalog, executor: Executor, job: _Job, clock: StageClock, tick: Callable[[int], None]
+) -> int:
+    """The one loop: execute the job, committing each batch of results as it comes; return the vectors written."""
+    if not job.tasks:
+        return 0
+    written = 0
+    for results in executor.embed(job.tasks, job.models):
+        batch = job.to_write(results)
+        with clock("sql"):
+            catalog.write(batch)
+        written += len(batch.vectors) + sum(len(rec.vectors) for rec in batch.records)
+        tick(len(results))
+    return written
+
+
+def _rows(catalog: Catalog, models: Sequence[ModelRef]) -> dict[str, ModelRow]:
+    """The catalog row of each model, by fingerprint."""
+    rows = {}
+    for m in models:
+        row = catalog.model_by_fingerprint(m.fingerprint)
+        if row is None:
+            raise ValueError(f"model {m.fingerprint} is not registered in the catalog; register it before indexing")
+        rows[m.fingerprint] = row
+    return rows
+
+
+def _ticker(progress: ProgressFn | None, total: int) -> Callable[[int], None]:
     done = 0
 
     def tick(n: int) -> None:
@@ -110,27 +166,47 @@ def run_index(
             progress(Progress(done, total))
 
     tick(0)
-    if options.batch_size <= 0:
-        options = replace(options, batch_size=min(auto_batch_size(enc) for _, enc in models))
-    with _Pools(options) as pools:
-        specs = {enc.input_spec for _, enc in models}
-        paths = [r.path for r in plan.encode]
-        for start, decoded in _decode_batches(paths, specs, pools, options.batch_size, clock):
-            batch = plan.encode[start : start + options.batch_size]
-            _attach(batch, decoded, models, clock)
-            with clock("sql"):
-                catalog.write(WriteBatch(records=batch))
-            _count(batch, report)
-            tick(len(batch))
-        with clock("sql"):
-            for batch in _batches(plan.copies, options.batch_size):
-                catalog.write(WriteBatch(records=batch))
-        # Items that some model of this run has not embedded yet (older items, another model).
-        for model, encoder in models:
-            report.encoded += _fill_images(catalog, model, encoder, fill[model.id], pools, options, tick, clock)
-            report.encoded += _fill_texts(catalog, model, encoder, texts[model.id], options, tick, clock)
-    report.seconds = time.monotonic() - started
-    return report
+    return tick
+
+
+def _files_job(records: list[FileRecord], models: Sequence[ModelRef], rows: dict[str, ModelRow], report: IndexReport) -> _Job:
+    """New and changed files, with every model: each becomes an indexed or a skipped item."""
+
+    def to_write(results: list[EmbedResult]) -> WriteBatch:
+        batch = []
+        for res in results:
+            rec = records[res.key]
+            rec.info = res.info
+            rec.vectors = {rows[fp].id: v for fp, v in res.vectors.items()}
+            _record_failures(rec, res.failures)
+            batch.append(rec)
+        _count(batch, report)
+        return WriteBatch(records=batch)
+
+    tasks = [EmbedTask(n, rec.path, IMAGE) for n, rec in enumerate(records)]
+    return _Job(tasks, list(models), to_write)
+
+
+def _fill_jobs(
+    catalog: Catalog, models: Sequence[ModelRef], rows: dict[str, ModelRow], kinds: Sequence[str]
+) -> list[_Job]:
+    """Per model and kind, the indexed items without its vector (a failed decode is left for the next run)."""
+    jobs = []
+    for model in models:
+        model_id = rows[model.fingerprint].id
+        for kind in kinds:
+            tasks = [EmbedTask(item_id, value, kind) for item_id, value in catalog.missing_vectors(model_id, kind)]
+            jobs.append(_Job(tasks, [model], _vectors_of(model.fingerprint, model_id)))
+    return jobs
+
+
+def _vectors_of(fingerprint: str, model_id: int) -> Callable[[list[EmbedResult]], WriteBatch]:
+    """Results as vectors of existing items (the result key is the item id)."""
+
+    def to_write(results: list[EmbedResult]) -> WriteBatch:
+        return WriteBatch(vectors=[(r.key, model_id, r.vectors[fingerprint]) for r in results if fingerprint in r.vectors])
+
+    return to_write
 
 
 def _count(batch: list[FileRecord], report: IndexReport) -> None:
@@ -141,55 +217,6 @@ def _count(batch: list[FileRecord], report: IndexReport) -> None:
             report.updated -= rec.item_id is not None
         else:
             report.encoded += 1
-
-
-class _Clock:
-    """Adds wall time per stage into a dict (what the benchmarks report)."""
-
-    def __init__(self, timings: dict[str, float]) -> None:
-        self.timings = timings
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
-
-
-class _Pools:
-    """One decoder pool per input geometry, started on first use and closed at the end."""
-
-    def __init__(self, options: IndexOptions) -> None:
-        self.options = options
-        self._pools: dict[InputSpec, DecodePool] = {}
-
-    def get(self, spec: InputSpec) -> DecodePool:
-        if spec not in self._pools:
-            self._pools[spec] = DecodePool(spec, replace(self.options.pool, max_pixels=self.options.max_pixels))
-        return self._pools[spec]
-
-    def __enter__(self) -> _Pools:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for pool in self._pools.values():
-            pool.close()
-
-
-def _decode_batches(
-    paths: list[bytes], specs: set[InputSpec], pools: _Pools, batch_size: int, clock: _Clock
-) -> Iterator[tuple[int, dict[InputSpec, list[DecodeResult]]]]:
-    """(offset, results per geometry) for consecutive batches; workers decode ahead meanwhile."""
-    if not paths:
-        return
-    streams = {spec: pools.get(spec).decode(paths) for spec in specs}
-    for start in range(0, len(paths), batch_size):
-        n = min(batch_size, len(paths) - start)
-        with clock("wait_decode"):  # time the encoder waited on decoders: ~0 when overlapped
-            decoded = {spec: list(islice(stream, n)) for spec, stream in streams.items()}
-        yield start, decoded
 
 
 def _plan(catalog: Catalog, files: dict[bytes, FileStat], known: list[FileRow], report: IndexReport) -> _Plan:
@@ -241,31 +268,9 @@ def _plan(catalog: Catalog, files: dict[bytes, FileStat], known: list[FileRow], 
     return plan
 
 
-def _attach(
-    batch: list[FileRecord], decoded: dict[InputSpec, list[DecodeResult]], models: Sequence[ModelPair], clock: _Clock
-) -> None:
-    """Record each file's decode outcome and attach every model's vector to the decoded ones."""
-    failures: dict[int, list[DecodeFailure]] = {}
-    for model, encoder in models:
-        results = decoded[encoder.input_spec]
-        ok = [(rec, res) for rec, res in zip(batch, results) if isinstance(res, DecodedImage)]
-        for i, (rec, res) in enumerate(zip(batch, results)):
-            if isinstance(res, DecodeFailure):
-                failures.setdefault(i, []).append(res)
-            elif rec.info is None:
-                rec.info = res.info
-        if ok:
-            with clock("encode"):
-                vectors = encode_images(encoder, np.stack([res.pixels for _, res in ok]))  # (B, D)
-            for (rec, _), v in zip(ok, vectors):
-                rec.vectors[model.id] = v
-    for i, rec in enumerate(batch):
-        _record_failures(rec, failures.get(i, []))
-
-
-def _record_failures(rec: FileRecord, failures: list[DecodeFailure]) -> None:
+def _record_failures(rec: FileRecord, failures: list[Failure]) -> None:
     """Set the file's skip reason and its count of decoder failures in a row (none: it decoded)."""
-    lasting = [f for f in failures if not isinstance(f, WorkerFailure)]
+    lasting = [f for f in failures if not f.is_transient]
     if not failures or lasting:  # decoded, or the file itself cannot be decoded until it changes
         rec.decode_tries = 0
         rec.reason = lasting[0].reason if lasting else None
@@ -275,50 +280,6 @@ def _record_failures(rec: FileRecord, failures: list[DecodeFailure]) -> None:
         rec.reason = f"{failures[0].reason}; retried on the next run (try {rec.decode_tries} of {MAX_DECODE_TRIES})"
     else:
         rec.reason = f"{failures[0].reason} on {MAX_DECODE_TRIES} runs in a row; retried only when the file changes"
-
-
-def _fill_images(
-    catalog: Catalog,
-    model: ModelRow,
-    encoder: Encoder,
-    missing: list[tuple[int, bytes | str]],
-    pools: _Pools,
-    options: IndexOptions,
-    tick: Callable[[int], None],
-    clock: _Clock,
-) -> int:
-    encoded = 0
-    paths = [p for _, p in missing if isinstance(p, bytes)]
-    spec = encoder.input_spec
-    for start, decoded in _decode_batches(paths, {spec}, pools, options.batch_size, clock):
-        batch = missing[start : start + options.batch_size]
-        ok = [(i, r) for (i, _), r in zip(batch, decoded[spec]) if isinstance(r, DecodedImage)]
-        if ok:
-            with clock("encode"):
-                vectors = encode_images(encoder, np.stack([r.pixels for _, r in ok]))
-            with clock("sql"):
-                catalog.write(WriteBatch(vectors=[(i, model.id, v) for (i, _), v in zip(ok, vectors)]))
-            encoded += len(ok)
-        tick(len(batch))
-    return encoded
-
-
-def _fill_texts(
-    catalog: Catalog,
-    model: ModelRow,
-    encoder: Encoder,
-    missing: list[tuple[int, bytes | str]],
-    options: IndexOptions,
-    tick: Callable[[int], None],
-    clock: _Clock,
-) -> int:
-    for batch in _batches(missing, options.batch_size):
-        with clock("encode"):
-            vectors = encode_texts(encoder, [str(t) for _, t in batch])
-        with clock("sql"):
-            catalog.write(WriteBatch(vectors=[(i, model.id, v) for (i, _), v in zip(batch, vectors)]))
-        tick(len(batch))
-    return len(missing)
 
 
 def _batches(seq: list[T], size: int) -> list[list[T]]:

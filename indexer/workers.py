@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Iterable, Iterator
+from typing import Generator, Iterable, Iterator
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeResult, InputSpec
 from indexer.decode_worker import WorkerFailure
@@ -121,8 +121,9 @@ class DecodePool:
             w.stop()
         self._workers = []
 
-    def decode(self, paths: Iterable[bytes | str]) -> Iterator[DecodeResult]:
-        """Decode every path, yielding results in order as soon as each is ready."""
+    def decode(self, paths: Iterable[bytes | str]) -> Generator[DecodeResult, None, None]:
+        """Decode every path, yielding results in order as soon as each is ready (closing the
+        generator stops the run)."""
         run = _Run(self, [_absolute(p) for p in paths])  # workers run from "/"
         thread = threading.Thread(target=run.pump, name="clipdex-decode", daemon=True)
         thread.start()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,13 +26,14 @@ import numpy as np
 
 from indexer.decode import InputSpec, path_str
 from indexer.embedding_files import unit_rows
-from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow, WriteBatch
+from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
-from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
+from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, fill_vectors, run_index
+from indexer.executor import Executor, ModelRef
+from indexer.local_executor import LocalExecutor
 from indexer.texts import read_texts
-from indexer.encode import encode_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
 from indexer.models import Encoder, ModelSpec
 from retrieval.library_config import LibraryConfig, library_home
@@ -185,11 +186,15 @@ class Library:
         exclude: Sequence[str] = (),
         batch_size: int = 0,
         progress: ProgressFn | None = None,
+        executor: Executor | None = None,
     ) -> IndexReport:
         """Index `paths` (remembered as roots), or rescan every root when none are given.
 
+        `executor` embeds the files (default: a LocalExecutor of `batch_size` images per
+        encoder call, 0 for automatic); the caller closes one it passes.
         Raises PathNotFound, LibraryBusy, or a model error before touching anything.
         """
+        runner = self._executor(executor, batch_size)
         with self._writing():
             given = [_real(p) for p in paths or []]
             for p, raw in zip(given, paths or []):
@@ -200,13 +205,23 @@ class Library:
             self.catalog.add_roots([p for p in given if not any(is_under(p, r) for r in known)])
             targets = given or known
             present = [r for r in targets if os.path.exists(r)]
-            options = IndexOptions(exclude=tuple(exclude), batch_size=batch_size)
-            report = run_index(self.catalog, models, present, options, progress)
+            options = IndexOptions(exclude=tuple(exclude))
+            refs = [ModelRef(enc.spec, enc.fingerprint) for _, enc in models]
+            with runner as ex:
+                report = run_index(self.catalog, refs, present, ex, options, progress)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
             for row, _ in models:
                 self.indexes.sync(row, IMAGE)
                 self.indexes.sync(row, TEXT)
             return report
+
+    def _executor(self, given: Executor | None, batch_size: int = 0) -> AbstractContextManager[Executor]:
+        """`given`, left open; else a LocalExecutor on this library's encoders, closed on exit."""
+        if given is None:
+            return LocalExecutor(self.encoder, batch_size=batch_size)
+        if batch_size:
+            raise ValueError("batch_size sizes the default executor; give it to the executor passed instead")
+        return nullcontext(given)
 
     def forget(self, path: str | os.PathLike[str]) -> int:
         """Remove a root and its items; return the number of items removed."""
@@ -225,9 +240,14 @@ class Library:
             return removed
 
     def add_texts(
-        self, source: str | os.PathLike[str] | Sequence[str], *, model: ModelSpec | None = None
+        self,
+        source: str | os.PathLike[str] | Sequence[str],
+        *,
+        model: ModelSpec | None = None,
+        executor: Executor | None = None,
     ) -> AddTextsReport:
-        """Add texts (a file path, or a list of strings) to the text collection and encode them."""
+        """Add texts (a file path, or a list of strings) to the text collection and encode them
+        (with `executor`, default a LocalExecutor; the caller closes one it passes)."""
         report = AddTextsReport()
         if isinstance(source, (str, os.PathLike)):
             parsed = read_texts(Path(source))
@@ -238,13 +258,10 @@ class Library:
             models = self._models_for_write(model)
             ids, report.duplicates = self.catalog.add_texts(texts)
             report.added = len(ids)
-            for row, enc in models:
-                missing = self.catalog.missing_vectors(row.id, TEXT)
-                for start in range(0, len(missing), 256):
-                    chunk = missing[start : start + 256]
-                    vecs = encode_texts(enc, [str(t) for _, t in chunk])
-                    self.catalog.write(WriteBatch(vectors=[(i, row.id, v) for (i, _), v in zip(chunk, vecs)]))
-                    report.encoded += len(chunk)
+            refs = [ModelRef(enc.spec, enc.fingerprint) for _, enc in models]
+            with self._executor(executor) as ex:
+                report.encoded = fill_vectors(self.catalog, refs, ex, (TEXT,))
+            for row, _ in models:
                 self.indexes.sync(row, TEXT)
         return report
 
