@@ -130,7 +130,7 @@ def rates(family: LrRange, steps: int = LR_TEST_STEPS) -> list[float]:
     return [lo * (hi / lo) ** (i / (steps - 1)) for i in range(steps)]
 
 
-def find_lr(encoder: Encoder, data: PairData, config: TrainConfig) -> LrSearch:
+def find_lr(encoder: Encoder, data: PairData, config: TrainConfig, steps: int = LR_TEST_STEPS) -> LrSearch:
     """Run the range test on a copy of the encoder's model; the encoder's own weights are never changed."""
     import time
 
@@ -138,7 +138,7 @@ def find_lr(encoder: Encoder, data: PairData, config: TrainConfig) -> LrSearch:
     family = range_for(encoder.arch)
     subset = data.subset(list(range(min(data.images, LR_TEST_IMAGES))))
     batch = min(LR_TEST_BATCH, config.batch_size, subset.images)
-    steps = rates(family)
+    sweep = rates(family, steps)
     losses: list[float] = []
     net = copy.deepcopy(encoder.model).float().to(encoder.device).train()
     optimizer = make_optimizer(net, config)
@@ -148,7 +148,7 @@ def find_lr(encoder: Encoder, data: PairData, config: TrainConfig) -> LrSearch:
     per_epoch = max(1, subset.images // batch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        for i, lr in enumerate(steps):
+        for i, lr in enumerate(sweep):
             order, pick = epoch_order(config.seed + 1000, i // per_epoch, pair_lists)
             images = order[(i % per_epoch) * batch : (i % per_epoch + 1) * batch]
             x = pixels_to_input(encoder, subset.pixels[images])  # (B, 3, H, W)
@@ -156,5 +156,5 @@ def find_lr(encoder: Encoder, data: PairData, config: TrainConfig) -> LrSearch:
             if not math.isfinite(losses[-1]) or losses[-1] > DIVERGED * 2 * min(losses):
                 break
     del net, optimizer
-    chosen, rule, curve = pick_lr(steps[: len(losses)], losses, family)
+    chosen, rule, curve = pick_lr(sweep[: len(losses)], losses, family)
     return LrSearch(chosen, rule, family, tuple(curve), time.perf_counter() - started)
