@@ -32,7 +32,7 @@ def finetune(
     lora_rank: Annotated[int, typer.Option("--lora-rank", help="Train LoRA adapters of this rank on attention (merged on save); 0: off.")] = 0,
     wise_ft: Annotated[Optional[float], typer.Option("--wise-ft", help="Keep (1-ALPHA) of the base weights: retains what the base knew.")] = None,
     patience: Annotated[int, typer.Option("--patience", help="Validations without improvement before stopping; 0: never.")] = 5,
-    time_budget: Annotated[float, typer.Option("--time-budget", min=0, help="Seconds for the whole run, range test included; 0: no limit.")] = 600,
+    time_budget: Annotated[float, typer.Option("--time-budget", min=0, help="Seconds of training (after the range test); 0: no limit.")] = 600,
     keep_base: Annotated[float, typer.Option("--keep-base", min=0, max=1, help="Mix the base back in (wise-ft α) until this share of its R@1 on its own domain is kept; 0: off.")] = 0.9,
     base_pairs: Annotated[Optional[Path], typer.Option("--base-pairs", help="Pairs of the base model's own domain for --keep-base (built in for clipdex-tiny).")] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validations; 0: every epoch.")] = 0,

@@ -83,13 +83,13 @@ def finetune(
     """
     config.check()
     say = note or (lambda _: None)
-    deadline = time.monotonic() + config.time_budget_s if config.time_budget_s is not None else None
     before = evaluate(encoder, val_data)
     search = None
     if config.lr is None:
         search = find_lr(encoder, train_data, config)
         say(search.summary())
         config = replace(config, lr=search.lr)
+    deadline = time.monotonic() + config.time_budget_s if config.time_budget_s is not None else None  # training only
     outcome = train(
         encoder, train_data, val_data, config, state_file=resume_file(out), resume=resume, progress=progress,
         deadline=deadline,

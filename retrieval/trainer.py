@@ -53,7 +53,7 @@ class TrainConfig:
     wise_ft: float | None = None  # θ = (1 − α)·θ_base + α·θ_tuned after training
     eval_every: int = 0  # steps between validation runs; 0: once per epoch (at least MIN_EVAL_STEPS apart)
     patience: int = 5  # validation runs without improvement before stopping; 0: never stop early
-    time_budget_s: float | None = 600.0  # wall clock for the whole run (range test included); None: no limit
+    time_budget_s: float | None = 600.0  # wall clock for training (the range test before it is not counted); None: no limit
     keep_base: float | None = 0.9  # mix in base weights (wise-ft α) until this share of base-domain R@1 is kept
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (where bf16 training measured slower)
     checkpoint_every: int = 50  # steps between resumable checkpoints
