@@ -4,19 +4,25 @@
     from retrieval.finetune import finetune_pairs
     from retrieval.trainer import TrainConfig
     with Library.open() as lib:
-        result = finetune_pairs(lib, "pairs.csv", TrainConfig(epochs=5), base=ModelSpec.parse("clipdex-tiny"))
+        result = finetune_pairs(lib, "pairs.csv", TrainConfig(), base=ModelSpec.parse("clipdex-tiny"))
         lib.index(model=result.spec)   # encodes only what the new model has not embedded
         lib.use(result.spec)           # the default for search, once every item has a vector
+
+With the defaults the learning rate comes from a range test (retrieval.lr_finder),
+training stops when validation stops improving or the time budget is spent, and
+when base-domain pairs are given (`reference`) the base weights are mixed back in
+(wise-ft α) until `keep_base` of the base's R@1 on them is kept.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -25,7 +31,14 @@ from indexer.model_store import named_path, write_model
 from indexer.models import Encoder, ModelSpec, fingerprint_of
 from retrieval.pair_data import PairData, load_pairs, split_by_image
 from retrieval.pairs import Problem, read_pairs
+from indexer.decode import InputSpec
+from retrieval.lr_finder import LrSearch, find_lr
+from retrieval.run_chart import run_chart
 from retrieval.trainer import ProgressFn, TrainConfig, train
+
+ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # wise-ft α tried for keep_base, largest first
+NoteFn = Callable[[str], None]
+ReferenceFn = Callable[[str, InputSpec], "PairData | None"]  # (arch, input) → pairs of the base's own domain
 
 if TYPE_CHECKING:
     from retrieval.library import Library
@@ -39,6 +52,7 @@ class FinetuneResult:
     before: RetrievalMetrics  # base model on the held-out pairs
     after: RetrievalMetrics  # saved model on the held-out pairs
     problems: list[Problem] = field(default_factory=list)  # skipped rows and images
+    chart: Path | None = None  # the SVG of the range test and the validation curve
 
 
 def wise_ft(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
@@ -60,17 +74,35 @@ def finetune(
     source: str = "",
     progress: ProgressFn | None = None,
     resume: bool = False,
+    reference: PairData | None = None,
+    note: NoteFn | None = None,
 ) -> FinetuneResult:
-    """Train, optionally interpolate (wise-ft), evaluate base and result on `val_data`, save to `out`."""
+    """Pick the rate (if auto), train, mix in the base (wise-ft or keep_base), evaluate base and result, save to `out`.
+
+    `reference`: pairs of the base model's own domain, to measure what it keeps.
+    """
     config.check()
+    say = note or (lambda _: None)
     before = evaluate(encoder, val_data)
+    search = None
+    if config.lr is None:
+        search = find_lr(encoder, train_data, config)
+        say(search.summary())
+        config = replace(config, lr=search.lr)
+    deadline = time.monotonic() + config.time_budget_s if config.time_budget_s is not None else None  # training only
     outcome = train(
-        encoder, train_data, val_data, config, state_file=resume_file(out), resume=resume, progress=progress
-    )
+        encoder, train_data, val_data, config, state_file=resume_file(out), resume=resume, progress=progress,
+        deadline=deadline,
+    )  # fmt: skip
+    say(f"stopped by {outcome.stopped_by} after {outcome.steps} steps; best validation at step {outcome.best_step}")
     tuned = outcome.model
+    kept = None
     if config.wise_ft is not None:
-        base_state = encoder.model.state_dict()
-        tuned.load_state_dict(wise_ft(base_state, tuned.state_dict(), config.wise_ft))
+        tuned.load_state_dict(wise_ft(encoder.model.state_dict(), tuned.state_dict(), config.wise_ft))
+    elif config.keep_base is not None and reference is not None:
+        kept = keep_base(encoder, tuned, reference, config.keep_base)
+        tuned.load_state_dict(wise_ft(encoder.model.state_dict(), tuned.state_dict(), kept["alpha"]))
+        say(f"wise-ft α {kept['alpha']}: keeps {kept['retention']:.0%} of the base's R@1 on its own domain")
     after = evaluate(encoder, val_data, model=tuned)
     arch = encoder.arch
     state = {k: v.float() for k, v in tuned.state_dict().items()}
@@ -94,14 +126,38 @@ def finetune(
             "stopped_early": outcome.stopped_early,
             "pairs_per_s": round(outcome.pairs_per_s, 1),
             "train_seconds": round(outcome.train_seconds, 1),
+            "stopped_by": outcome.stopped_by,
             "validation": [{"step": s, "score": round(v, 4)} for s, v in outcome.history],
         },
+        "lr_search": search.to_dict() if search is not None else None,
+        "keep_base": kept,
         "metrics": {"base": before.to_dict(), "tuned": after.to_dict()},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_model(out, state, card)
+    chart = out.with_suffix(".svg")
+    chart.write_text(run_chart(card), encoding="utf-8")
     spec = ModelSpec(arch, None, str(out.resolve()))
-    return FinetuneResult(out, card, spec, before, after)
+    return FinetuneResult(out, card, spec, before, after, chart=chart)
+
+
+def keep_base(encoder: Encoder, tuned: torch.nn.Module, reference: PairData, keep: float) -> dict[str, Any]:
+    """The largest wise-ft α in ALPHAS keeping `keep` of the base's text→image R@1 on `reference` (else the smallest).
+
+    Returns {"alpha", "retention", "base_r1", "curve": [{"alpha", "retention"}]} for the model card.
+    """
+    base_r1 = evaluate(encoder, reference).text_to_image.recall[0]
+    base_state, tuned_state = encoder.model.state_dict(), tuned.state_dict()
+    mixed = copy.deepcopy(tuned)
+    curve: list[dict[str, float]] = []
+    for alpha in ALPHAS:
+        mixed.load_state_dict(wise_ft(base_state, tuned_state, alpha))
+        r1 = evaluate(encoder, reference, model=mixed).text_to_image.recall[0]
+        curve.append({"alpha": alpha, "retention": round(r1 / base_r1, 4) if base_r1 > 0 else 1.0})
+        if curve[-1]["retention"] >= keep:
+            break
+    return {"alpha": curve[-1]["alpha"], "retention": curve[-1]["retention"], "base_r1": round(base_r1, 4),
+            "pairs": reference.pairs, "curve": curve}  # fmt: skip
 
 
 def resume_file(out: Path) -> Path:
@@ -120,8 +176,13 @@ def finetune_pairs(
     name: str | None = None,
     progress: ProgressFn | None = None,
     resume: bool = False,
+    base_pairs: str | os.PathLike[str] | None = None,
+    reference: ReferenceFn | None = None,
+    note: NoteFn | None = None,
 ) -> FinetuneResult:
     """Fine-tune from a pairs file: `base` (default: the library's model), saved to `out` or as `name`.
+
+    What the base keeps is measured on `base_pairs`, else on `reference(arch, input_spec)`.
 
     Raises InputFileError, TrainingConfigError, SavedModelError, CheckpointError or a model error.
     """
@@ -137,7 +198,14 @@ def finetune_pairs(
     target = Path(out).expanduser() if out is not None else named_path(lib.home, name or default_name(pairs))
     if target.suffix != ".safetensors":
         target = target.with_name(target.name + ".safetensors")
-    result = finetune(encoder, train_data, val, config, target, source=str(pairs), progress=progress, resume=resume)
+    own: PairData | None = None
+    if base_pairs is not None:
+        own, own_problems = load_pairs(read_pairs(base_pairs), encoder.input_spec)
+        problems += own_problems
+    elif reference is not None:
+        own = reference(encoder.arch, encoder.input_spec)
+    result = finetune(encoder, train_data, val, config, target, source=str(pairs), progress=progress, resume=resume,
+                      reference=own, note=note)  # fmt: skip
     result.problems = problems
     return result
 

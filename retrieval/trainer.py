@@ -21,25 +21,27 @@ import torch
 
 from retrieval.contrastive import MAX_LOGIT_SCALE, pixels_to_input, train_step
 from indexer.errors import CheckpointError
-from retrieval.evaluate import RetrievalMetrics, evaluate
+from retrieval.evaluate import evaluate
 from retrieval.finetune_errors import CannotResume, TrainingConfigError
 from retrieval.lora import add_lora, merge_lora
 from indexer.models import Encoder
 from retrieval.pair_data import PairData
 
 PRECISIONS = ("auto", "fp32", "bf16")
-_RESUME_FREE = ("epochs", "max_steps", "patience", "eval_every", "checkpoint_every", "wise_ft")
+_RESUME_FREE = ("epochs", "max_steps", "patience", "eval_every", "checkpoint_every", "wise_ft", "time_budget_s", "keep_base")
+MIN_EVAL_STEPS = 10  # with eval_every 0: once per epoch, but never more often than this
+STOPPED_BY = ("patience", "time budget", "step cap")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How to fine-tune: schedule, batch, what trains, when to stop."""
 
-    epochs: int = 10
+    epochs: int = 200  # a cap: validation (patience) and the time budget end runs before it
     max_steps: int | None = None  # stop after this many optimizer steps, whatever `epochs` says
     batch_size: int = 128  # pairs per step: every pair is a negative for every other
     accum_steps: int = 1  # micro-batches per step (memory), features cached so negatives are kept
-    lr: float = 5e-5
+    lr: float | None = None  # None: auto, a range test picks it (retrieval.lr_finder)
     weight_decay: float = 0.1
     warmup_steps: int = 20
     val_fraction: float = 0.1
@@ -49,8 +51,10 @@ class TrainConfig:
     lora_rank: int = 0  # 0: train the weights themselves
     lora_alpha: float = 16.0
     wise_ft: float | None = None  # θ = (1 − α)·θ_base + α·θ_tuned after training
-    eval_every: int = 0  # steps between validation runs; 0: once per epoch
-    patience: int = 3  # validation runs without improvement before stopping; 0: never stop early
+    eval_every: int = 0  # steps between validation runs; 0: once per epoch (at least MIN_EVAL_STEPS apart)
+    patience: int = 5  # validation runs without improvement before stopping; 0: never stop early
+    time_budget_s: float | None = 600.0  # wall clock for training (the range test before it is not counted); None: no limit
+    keep_base: float | None = 0.9  # mix in base weights (wise-ft α) until this share of base-domain R@1 is kept
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (where bf16 training measured slower)
     checkpoint_every: int = 50  # steps between resumable checkpoints
 
@@ -61,12 +65,14 @@ class TrainConfig:
             (self.max_steps is not None and self.max_steps < 1, "max_steps", "at least 1"),
             (self.batch_size < 2, "batch_size", "at least 2, as InfoNCE needs negatives"),
             (not 1 <= self.accum_steps <= self.batch_size, "accum_steps", "between 1 and {batch_size}"),
-            (self.lr <= 0, "lr", "positive"),
+            (self.lr is not None and self.lr <= 0, "lr", "positive, or auto"),
             (self.weight_decay < 0, "weight_decay", "0 or more"),
             (not 0 < self.val_fraction < 1, "val_fraction", "between 0 and 1"),
             (self.lock_image and self.lock_text, "lock_image", "off with {lock_text}: together they leave nothing to train"),
             (self.lora_rank < 0, "lora_rank", "0 (off) or more"),
             (self.wise_ft is not None and not 0 <= self.wise_ft <= 1, "wise_ft", "between 0 and 1"),
+            (self.time_budget_s is not None and self.time_budget_s <= 0, "time_budget_s", "positive"),
+            (self.keep_base is not None and not 0 <= self.keep_base <= 1, "keep_base", "between 0 and 1"),
             (self.precision not in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
         ]
         for bad, name, rule in problems:
@@ -96,6 +102,10 @@ class TrainOutcome:
     pairs_per_s: float
     train_seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, validation score)
+    stopped_by: str = "step cap"  # one of STOPPED_BY
+
+
+ScoreFn = Callable[[torch.nn.Module], float]  # validation score of the model being trained; higher is better
 
 
 @dataclass
@@ -126,17 +136,29 @@ def train(
     resume: bool = False,
     progress: ProgressFn | None = None,
     model: torch.nn.Module | None = None,
+    deadline: float | None = None,
+    score_fn: ScoreFn | None = None,
 ) -> TrainOutcome:
     """Train a copy of the encoder's model (or `model`) on `data`, validating on `val`.
 
     With `state_file`, a checkpoint is written there every `checkpoint_every` steps
-    and removed at the end; `resume` continues from it. Raises CheckpointError.
+    and removed at the end; `resume` continues from it. The run stops after
+    `patience` validations without improvement, at the step cap, or at the first
+    step ending after `deadline` (time.monotonic(); default: `time_budget_s` from
+    now), and returns the best validated weights. `score_fn` replaces validation
+    on `val` (tests use it to control the curve). `config.lr` must be a number
+    (`--lr auto` is resolved by retrieval.finetune). Raises CheckpointError.
     """
     config.check()
+    if config.lr is None:
+        raise TrainingConfigError("lr", "auto", "a number here: retrieval.lr_finder.find_lr picks one")
+    if deadline is None and config.time_budget_s is not None:
+        deadline = time.monotonic() + config.time_budget_s
     # Subnormal floats appear in gradients as training converges and slow CPU kernels several-fold.
     torch.set_flush_denormal(True)
     try:
-        return _train(encoder, data, val, config, state_file, resume, progress, model)
+        score = score_fn or (lambda net: evaluate(encoder, val, model=net).score)
+        return _train(encoder, data, val, config, state_file, resume, progress, model, deadline, score)
     finally:
         torch.set_flush_denormal(False)
 
@@ -150,38 +172,43 @@ def _train(
     resume: bool,
     progress: ProgressFn | None,
     model: torch.nn.Module | None,
+    deadline: float | None,
+    score_fn: ScoreFn,
 ) -> TrainOutcome:
     net = copy.deepcopy(model if model is not None else encoder.model).float().to(encoder.device).train()
-    params = _trainable(net, config)
-    optimizer = _optimizer(net, params, config)
+    optimizer = make_optimizer(net, config)
     batch = min(config.batch_size, data.images)
     per_epoch = max(1, data.images // batch)
     total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
-    eval_every = config.eval_every or per_epoch
+    eval_every = config.eval_every or max(per_epoch, MIN_EVAL_STEPS)
     tokens = encoder.tokenizer(list(data.captions)).to(encoder.device)  # (P, L)
-    pair_lists = _pairs_by_image(data)
+    pair_lists = pairs_by_image(data)
     precision = resolve_precision(config.precision, encoder.device)
     state = _State()
     if resume and state_file is not None:
         state = _load_state(state_file, net, optimizer, config, data, val)
     orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    stopped = False
-    while state.step < total and not stopped:
+    stopped_by = "step cap"
+    while state.step < total and stopped_by == "step cap":
         epoch, pos = divmod(state.step, per_epoch)
         if epoch not in orders:
-            orders = {epoch: _epoch_order(config.seed, epoch, pair_lists)}
+            orders = {epoch: epoch_order(config.seed, epoch, pair_lists)}
         order, pick = orders[epoch]
         images = order[pos * batch : (pos + 1) * batch]
         started = time.perf_counter()
         x = pixels_to_input(encoder, data.pixels[images])  # (B, 3, H, W)
-        loss = _step(net, optimizer, x, tokens[pick[images]], _lr(config, state.step, total), config, precision)
+        loss = optimizer_step(net, optimizer, x, tokens[pick[images]], _lr(config, state.step, total), config, precision)
         state.seconds += time.perf_counter() - started
         state.pairs += len(images)
         state.step += 1
         score = None
-        if state.step % eval_every == 0 or state.step == total:
-            score = _validate(encoder, net, val, state, config)
-            stopped = config.patience > 0 and state.bad_evals >= config.patience
+        out_of_time = deadline is not None and time.monotonic() >= deadline
+        if state.step % eval_every == 0 or state.step == total or out_of_time:
+            score = _validate(score_fn, net, state)
+            if config.patience > 0 and state.bad_evals >= config.patience:
+                stopped_by = "patience"
+        if out_of_time and stopped_by == "step cap" and state.step < total:
+            stopped_by = "time budget"
         if progress is not None:
             progress(TrainProgress(state.step, total, epoch, loss, state.pairs / max(state.seconds, 1e-9), score))
         if state_file is not None and state.step % config.checkpoint_every == 0 and state.step < total:
@@ -192,15 +219,16 @@ def _train(
     if state_file is not None and state_file.exists():
         state_file.unlink()
     return TrainOutcome(
-        net.eval(), state.step, state.best_step, stopped, state.pairs / max(state.seconds, 1e-9), state.seconds, state.history
-    )
+        net.eval(), state.step, state.best_step, stopped_by == "patience", state.pairs / max(state.seconds, 1e-9),
+        state.seconds, state.history, stopped_by,
+    )  # fmt: skip
 
 
-def _step(
+def optimizer_step(
     net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, tokens: torch.Tensor,
     lr: float, config: TrainConfig, precision: str,
 ) -> float:  # fmt: skip
-    """One optimizer step on a batch; return its loss."""
+    """One optimizer step on a batch at rate `lr`; return its loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -211,9 +239,8 @@ def _step(
     return loss
 
 
-def _validate(encoder: Encoder, net: torch.nn.Module, val: PairData, state: _State, config: TrainConfig) -> float:
-    metrics: RetrievalMetrics = evaluate(encoder, val, model=net)
-    score = metrics.score
+def _validate(score_fn: ScoreFn, net: torch.nn.Module, state: _State) -> float:
+    score = float(score_fn(net))
     state.history.append((state.step, score))
     if score > state.best_score:
         state.best_score, state.best_step, state.bad_evals = score, state.step, 0
@@ -221,6 +248,11 @@ def _validate(encoder: Encoder, net: torch.nn.Module, val: PairData, state: _Sta
     else:
         state.bad_evals += 1
     return score
+
+
+def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over what `config` lets train (LoRA adapters are added to `net` here)."""
+    return _optimizer(net, _trainable(net, config), config)
 
 
 def _trainable(net: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Parameter]:
@@ -250,26 +282,27 @@ def _optimizer(net: torch.nn.Module, params: list[torch.nn.Parameter], config: T
         (plain if no_decay else decay).append(p)
     groups = [{"params": plain, "weight_decay": 0.0}, {"params": decay, "weight_decay": config.weight_decay}]
     # The fused kernel updates every tensor in one pass; the default on CPU loops tensor by tensor.
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    return torch.optim.AdamW(groups, lr=config.lr or 0.0, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
 
 def _lr(config: TrainConfig, step: int, total: int) -> float:
     """Linear warmup, then cosine decay to zero at `total` steps."""
+    peak = config.lr or 0.0
     warmup = min(config.warmup_steps, max(total - 1, 0))
     if step < warmup:
-        return config.lr * (step + 1) / warmup
+        return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * config.lr * (1 + math.cos(math.pi * progress))
+    return 0.5 * peak * (1 + math.cos(math.pi * progress))
 
 
-def _pairs_by_image(data: PairData) -> list[np.ndarray]:
+def pairs_by_image(data: PairData) -> list[np.ndarray]:
     lists: list[list[int]] = [[] for _ in range(data.images)]
     for p, i in enumerate(data.image_of.tolist()):
         lists[i].append(p)
     return [np.array(ps, dtype=np.int64) for ps in lists]
 
 
-def _epoch_order(seed: int, epoch: int, pair_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def epoch_order(seed: int, epoch: int, pair_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(image order, one caption per image): each image once per epoch, with one of its captions."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(pair_lists))

@@ -8,7 +8,8 @@
 - text for the terminal holds no control or bidi character, and JSON output parses
   back to exactly the values printed.
 
-The pair-file readers (image-caption pairs for fine-tuning) are not on this branch.
+- the pair-file readers (CSV, TSV, JSONL, folders with sidecar captions) raise
+  nothing but InputFileError, and pairs written in each format read back exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cli.render import print_json, shown
 from indexer.embedding_files import unit_rows
 from indexer.texts import read_texts
 from indexer.errors import InputFileError, QueryError
+from retrieval.pairs import read_pairs
 from retrieval.query import Term, glob_for, parse_date, parse_term, parse_terms
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -218,3 +220,58 @@ def test_shown_text_is_one_safe_line_and_json_stays_exact(capsys: pytest.Capture
     printed = capsys.readouterr().out
     assert UNSAFE.search(printed.replace("\n", "")) is None
     assert json.loads(printed) == {"path": text, "texts": [text, "ok"]}
+
+
+# -- image–caption pairs ----------------------------------------------------------------------
+
+CAPTION = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Zl", "Zp", "Cc")), min_size=1, max_size=40)
+CAPTION = CAPTION.map(str.strip).filter(bool)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300) | ANY_TEXT.map(str.encode), suffix=st.sampled_from([".csv", ".tsv", ".jsonl"]))
+def test_read_pairs_raises_only_input_file_error(tmp_path: Path, data: bytes, suffix: str) -> None:
+    (tmp_path / "a.png").write_bytes(b"")  # readers check that images exist; decoding comes later
+    path = tmp_path / f"pairs{suffix}"
+    path.write_bytes(data)
+    try:
+        got = read_pairs(path)
+    except InputFileError:
+        return
+    assert all(p.image == tmp_path / "a.png" and p.caption == p.caption.strip() and p.caption for p in got.pairs)
+    assert all(p.line >= 1 for p in got.problems)
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(st.sampled_from(["a.png", "b.jpg", "missing.png"]), CAPTION), max_size=8),
+       fmt=st.sampled_from(["csv", "tsv", "jsonl", "folder"]))  # fmt: skip
+def test_pairs_written_in_each_format_read_back(tmp_path: Path, rows: list[tuple[str, str]], fmt: str) -> None:
+    folder = tmp_path / fmt
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    for name in ("a.png", "b.jpg"):
+        (folder / name).write_bytes(b"")
+    if fmt == "folder":
+        by_image: dict[str, list[str]] = {"a.png": [], "b.jpg": []}
+        for image, caption in rows:
+            by_image.setdefault(image, []).append(caption)
+        for image, captions in by_image.items():
+            if image != "missing.png":
+                (folder / image).with_suffix(".txt").write_text("".join(c + "\n" for c in captions), encoding="utf-8")
+        got = read_pairs(folder)
+        expected = sorted((i, c) for i, cs in by_image.items() if i != "missing.png" for c in cs)
+        assert sorted((p.image.name, p.caption) for p in got.pairs) == expected and got.problems == []
+        return
+    path = folder / f"pairs.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in rows), encoding="utf-8")
+    else:
+        buf = io.StringIO()
+        out = csv.writer(buf, delimiter="\t" if fmt == "tsv" else ",")
+        out.writerow(["image", "caption"])
+        out.writerows(rows)
+        path.write_text(buf.getvalue(), encoding="utf-8")
+    got = read_pairs(path)
+    assert [(p.image.name, p.caption) for p in got.pairs] == [(i, c) for i, c in rows if i != "missing.png"]
+    assert [p.reason for p in got.problems] == ["image missing.png does not exist" for i, _ in rows if i == "missing.png"]

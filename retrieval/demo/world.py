@@ -269,3 +269,13 @@ def from_scenes(scenes: Sequence[Scene], spec: InputSpec, size: int = 128) -> Pa
             raise RuntimeError(f"a rendered scene did not decode: {decoded.reason}")
         pixels.append(decoded.pixels)
     return build(pixels, [s.captions for s in scenes])
+
+
+REFERENCE_SEED = 20240  # the base-domain pairs `--keep-base` measures retention on: never the demo's or a benchmark's
+
+
+def reference_for(arch: str, spec: InputSpec, count: int = 200) -> PairData | None:
+    """Pairs of the world `clipdex-tiny` was trained on (for models of that architecture), else None."""
+    if arch != "clipdex-tiny":
+        return None
+    return from_scenes(make_scenes(count, REFERENCE_SEED, BASE, split="test"), spec)
