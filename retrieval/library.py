@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,15 +30,18 @@ from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, Ite
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
-from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, run_index
 from indexer.texts import read_texts
-from indexer.encode import encode_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
-from indexer.models import Encoder, ModelSpec
+from indexer.model_spec import ModelSpec
+from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
 from retrieval.query import SearchFilter, parse_terms
-from retrieval.search import QueryImage, Result, SortOrder, TextCache, query_vector, rank
+from retrieval.search import QueryImage, Result, SortOrder, TextCache, TextEncodeFn, query_vector, rank
+
+if TYPE_CHECKING:  # torch and open_clip: imported by the operations that encode, not by a text search
+    from indexer.models import Encoder
+    from indexer.pipeline import IndexReport, ModelPair, ProgressFn
 
 
 @dataclass
@@ -98,6 +101,8 @@ class Library:
         self.indexes = IndexStore(home / "indexes", catalog)
         self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
+        self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
+        self.exports = ExportedTowers(home, lambda message: self.notify(message))
 
     @classmethod
     def open(
@@ -190,6 +195,8 @@ class Library:
 
         Raises PathNotFound, LibraryBusy, or a model error before touching anything.
         """
+        from indexer.pipeline import IndexOptions, run_index  # torch
+
         with self._writing():
             given = [_real(p) for p in paths or []]
             for p, raw in zip(given, paths or []):
@@ -203,6 +210,8 @@ class Library:
             options = IndexOptions(exclude=tuple(exclude), batch_size=batch_size)
             report = run_index(self.catalog, models, present, options, progress)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
+            if report.encoded:  # the first search of a fresh library is then torch-free
+                self._export_text_tower(models)
             for row, _ in models:
                 self.indexes.sync(row, IMAGE)
                 self.indexes.sync(row, TEXT)
@@ -238,6 +247,8 @@ class Library:
             models = self._models_for_write(model)
             ids, report.duplicates = self.catalog.add_texts(texts)
             report.added = len(ids)
+            from indexer.encode import encode_texts  # torch
+
             for row, enc in models:
                 missing = self.catalog.missing_vectors(row.id, TEXT)
                 for start in range(0, len(missing), 256):
@@ -313,12 +324,37 @@ class Library:
         def get_encoder() -> Encoder:
             return enc if enc is not None else self._active_encoder(row)
 
-        vector = query_vector(terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache)
+        encode_text = self._text_tower(row, get_encoder)
+        vector = query_vector(
+            terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache, encode_text=encode_text
+        )
         kind = TEXT if texts else IMAGE
         return rank(
             vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,
             top=top, offset=offset, filters=filters, sort=sort,
         )
+
+    def _text_tower(self, row: ModelRow, get_encoder: Callable[[], Encoder]) -> TextEncodeFn:
+        """Encodes query texts: the exported text tower, else the torch encoder, which exports it for next time."""
+        exported = self.exports.text_encoder(row)
+        if exported is not None:
+            return exported
+
+        def with_torch(texts: list[str]) -> np.ndarray:
+            from indexer.encode import encode_texts  # torch
+
+            encoder = get_encoder()
+            self.exports.build_text(encoder)
+            return encode_texts(encoder, texts)
+
+        return with_torch
+
+    def _export_text_tower(self, models: list[ModelPair]) -> None:
+        """Export the active model's text tower after an index run (a no-op when it exists)."""
+        active = self.active_model()
+        for row, enc in models:
+            if active is not None and row.id == active.id:
+                self.exports.build_text(enc)
 
     def query_input_spec(self, model: ModelSpec | None = None) -> InputSpec:
         """How `search(model=...)` wants a query image decoded; raises NoVectors as search does."""
