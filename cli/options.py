@@ -11,7 +11,7 @@ from retrieval.errors import UnknownModel
 
 if TYPE_CHECKING:
     from retrieval.library import Library
-    from indexer.models import ModelSpec
+    from indexer.model_spec import ModelSpec
 
 LibraryOpt = Annotated[
     Optional[Path],
@@ -50,7 +50,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 def open_library(library: Path | None, db: str | None, device: str = "auto", precision: str = "auto") -> Library:
     from retrieval.library import Library
-    from indexer.models import PRECISIONS
+    from indexer.model_spec import PRECISIONS
 
     if precision not in PRECISIONS:
         raise UnknownModel(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -59,7 +59,7 @@ def open_library(library: Path | None, db: str | None, device: str = "auto", pre
 
 def model_spec(model: str | None, checkpoint: Path | None) -> ModelSpec | None:
     """The spec for --model/--checkpoint, or None for the library's own model."""
-    from indexer.models import ModelSpec
+    from indexer.model_spec import ModelSpec
 
     if checkpoint is not None and model is None:
         raise UnknownModel("--checkpoint needs --model ARCH naming the architecture the weights belong to")

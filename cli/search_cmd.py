@@ -52,6 +52,7 @@ def search(
     """Find photos by describing them or by showing an example photo."""
     filters = search_filter(path=path, after=after, before=before, min_score=min_score)
     with open_library(library, db, device, precision) as lib:
+        lib.notify = note
         results = lib.search(
             query, add=add, sub=sub, top=top, filters=filters, sort=sort.value, texts=texts,
             model=model_spec(model, checkpoint), force_image=image,

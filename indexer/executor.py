@@ -19,14 +19,17 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from indexer.decode import ImageInfo
 from indexer.errors import ModelNotAvailable
 from indexer.items import IMAGE
-from indexer.models import Encoder, ModelSpec
+from indexer.model_spec import ModelSpec
+
+if TYPE_CHECKING:  # torch: an executor module is imported by callers that never encode
+    from indexer.models import Encoder
 
 
 @dataclass(frozen=True)

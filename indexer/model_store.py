@@ -4,7 +4,8 @@ A model card is `NAME.json` beside its weights `NAME.safetensors`; it names the
 open_clip architecture (`arch`) the weights belong to. Cards are looked up in two
 folders, in order: the package's `weights/` (the built-in models, such as
 clipdex-tiny) and a library's `models/` (models fine-tuned and saved by name).
-`--model NAME` then loads a card wherever a model is accepted.
+`--model NAME` then loads a card wherever a model is accepted. open_clip and torch are
+imported only by the functions that need them.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import open_clip
-import torch
+from typing import TYPE_CHECKING, Any
 
 from indexer.errors import ModelNotAvailable, NameTaken, SavedModelError
+from indexer.model_spec import SCHEMAS
+
+if TYPE_CHECKING:
+    import torch
 
 BUILTIN_DIR = Path(__file__).parent / "weights"  # built-in cards and their weights
 CONFIG_DIR = Path(__file__).parent / "model_configs"  # open_clip configs of the built-in architectures
 MODELS_DIR = "models"  # a library's saved models
-SCHEMAS = ("hf-hub:", "local-dir:")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -41,11 +42,15 @@ class ModelCard:
 
 def register_builtin_models() -> None:
     """Make the architecture configs shipped in the package known to open_clip."""
+    import open_clip  # only here and in `is_known_architecture`: reading a card needs no torch
+
     if not all(p.stem in open_clip.list_models() for p in CONFIG_DIR.glob("*.json")):
         open_clip.add_model_config(CONFIG_DIR)
 
 
 def is_known_architecture(name: str) -> bool:
+    import open_clip
+
     register_builtin_models()
     return name.startswith(SCHEMAS) or name in open_clip.list_models()
 

@@ -25,38 +25,8 @@ from torch.overrides import TorchFunctionMode
 from indexer import fingerprints
 from indexer.decode import InputSpec
 from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel
-from indexer.model_store import SCHEMAS, find_card, is_known_architecture, list_cards, register_builtin_models
-
-DEFAULT_MODEL = "ViT-B-32-256:datacomp_s34b_b86k"
-TINY_MODEL = "clipdex-tiny"
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model to load: an open_clip name, an optional pretrained tag, optional local weights."""
-
-    name: str
-    pretrained: str | None = None
-    checkpoint: str | None = None  # absolute path of a local weights file
-
-    @classmethod
-    def parse(cls, text: str, checkpoint: str | os.PathLike[str] | None = None) -> ModelSpec:
-        """Parse `NAME`, `NAME:TAG` or `hf-hub:org/repo`; raise UnknownModel on an empty name."""
-        text = text.strip()
-        name, tag = text, None
-        if not text.startswith(SCHEMAS) and ":" in text:
-            name, tag = text.rsplit(":", 1)
-        if not name or tag == "":
-            raise UnknownModel(f"model {text!r} is not of the form NAME or NAME:PRETRAINED_TAG")
-        ckpt = str(Path(checkpoint).expanduser().resolve()) if checkpoint is not None else None
-        return cls(name, tag, ckpt)
-
-    @property
-    def label(self) -> str:
-        base = f"{self.name}:{self.pretrained}" if self.pretrained else self.name
-        return f"{base} ({Path(self.checkpoint).name})" if self.checkpoint else base
-
+from indexer.model_spec import DEFAULT_MODEL, PRECISIONS, SCHEMAS, TINY_MODEL, ModelSpec  # noqa: F401 (public names)
+from indexer.model_store import find_card, is_known_architecture, list_cards, register_builtin_models
 
 @dataclass
 class Encoder:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from retrieval.library import Library
-    from indexer.models import ModelSpec
+    from indexer.model_spec import ModelSpec
     from retrieval.query import SearchFilter
 
 __all__ = ["Library", "ModelSpec", "SearchFilter"]
@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
 
         return Library
     if name == "ModelSpec":
-        from indexer.models import ModelSpec
+        from indexer.model_spec import ModelSpec
 
         return ModelSpec
     if name == "SearchFilter":

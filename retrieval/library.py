@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,16 +30,19 @@ from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, Ite
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
-from indexer.pipeline import IndexOptions, IndexReport, ModelPair, ProgressFn, fill_vectors, run_index
-from indexer.executor import Executor, ModelRef
-from indexer.local_executor import LocalExecutor
 from indexer.texts import read_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
-from indexer.models import Encoder, ModelSpec
+from indexer.model_spec import ModelSpec
+from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
 from retrieval.query import SearchFilter, parse_terms
-from retrieval.search import QueryImage, Result, SortOrder, TextCache, query_vector, rank
+from retrieval.search import QueryImage, Result, SortOrder, TextCache, TextEncodeFn, query_vector, rank
+
+if TYPE_CHECKING:  # torch and open_clip: imported by the operations that encode, not by a text search
+    from indexer.models import Encoder
+    from indexer.executor import Executor
+    from indexer.pipeline import IndexReport, ModelPair, ProgressFn
 
 
 @dataclass
@@ -99,6 +102,8 @@ class Library:
         self.indexes = IndexStore(home / "indexes", catalog)
         self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
+        self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
+        self.exports = ExportedTowers(home, lambda message: self.notify(message))
 
     @classmethod
     def open(
@@ -194,6 +199,9 @@ class Library:
         encoder call, 0 for automatic); the caller closes one it passes.
         Raises PathNotFound, LibraryBusy, or a model error before touching anything.
         """
+        from indexer.executor import ModelRef
+        from indexer.pipeline import IndexOptions, run_index  # torch
+
         runner = self._executor(executor, batch_size)
         with self._writing():
             given = [_real(p) for p in paths or []]
@@ -210,6 +218,8 @@ class Library:
             with runner as ex:
                 report = run_index(self.catalog, refs, present, ex, options, progress)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
+            if report.encoded:  # the first search of a fresh library is then torch-free
+                self._export_text_tower(models)
             for row, _ in models:
                 self.indexes.sync(row, IMAGE)
                 self.indexes.sync(row, TEXT)
@@ -218,6 +228,8 @@ class Library:
     def _executor(self, given: Executor | None, batch_size: int = 0) -> AbstractContextManager[Executor]:
         """`given`, left open; else a LocalExecutor on this library's encoders, closed on exit."""
         if given is None:
+            from indexer.local_executor import LocalExecutor  # torch
+
             return LocalExecutor(self.encoder, batch_size=batch_size)
         if batch_size:
             raise ValueError("batch_size sizes the default executor; give it to the executor passed instead")
@@ -258,6 +270,9 @@ class Library:
             models = self._models_for_write(model)
             ids, report.duplicates = self.catalog.add_texts(texts)
             report.added = len(ids)
+            from indexer.executor import ModelRef
+            from indexer.pipeline import fill_vectors  # torch
+
             refs = [ModelRef(enc.spec, enc.fingerprint) for _, enc in models]
             with self._executor(executor) as ex:
                 report.encoded = fill_vectors(self.catalog, refs, ex, (TEXT,))
@@ -330,12 +345,37 @@ class Library:
         def get_encoder() -> Encoder:
             return enc if enc is not None else self._active_encoder(row)
 
-        vector = query_vector(terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache)
+        encode_text = self._text_tower(row, get_encoder)
+        vector = query_vector(
+            terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache, encode_text=encode_text
+        )
         kind = TEXT if texts else IMAGE
         return rank(
             vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,
             top=top, offset=offset, filters=filters, sort=sort,
         )
+
+    def _text_tower(self, row: ModelRow, get_encoder: Callable[[], Encoder]) -> TextEncodeFn:
+        """Encodes query texts: the exported text tower, else the torch encoder, which exports it for next time."""
+        exported = self.exports.text_encoder(row)
+        if exported is not None:
+            return exported
+
+        def with_torch(texts: list[str]) -> np.ndarray:
+            from indexer.encode import encode_texts  # torch
+
+            encoder = get_encoder()
+            self.exports.build_text(encoder)
+            return encode_texts(encoder, texts)
+
+        return with_torch
+
+    def _export_text_tower(self, models: list[ModelPair]) -> None:
+        """Export the active model's text tower after an index run (a no-op when it exists)."""
+        active = self.active_model()
+        for row, enc in models:
+            if active is not None and row.id == active.id:
+                self.exports.build_text(enc)
 
     def query_input_spec(self, model: ModelSpec | None = None) -> InputSpec:
         """How `search(model=...)` wants a query image decoded; raises NoVectors as search does."""

@@ -8,13 +8,17 @@ search); `use` switches it once every item has a vector from the new one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.catalog import IMAGE, TEXT, Catalog, ModelRow
 from indexer.errors import ModelNeeded, NoVectors, WeightsChanged
 from indexer.lock import WriteLock
-from indexer.models import DEFAULT_MODEL, Encoder, ModelSpec, load_encoder
-from indexer.pipeline import ModelPair
+from indexer.model_spec import DEFAULT_MODEL, ModelSpec
 from retrieval.finetune_errors import ModelIncomplete
+
+if TYPE_CHECKING:  # torch: imported when an encoder is loaded
+    from indexer.models import Encoder
+    from indexer.pipeline import ModelPair
 
 
 class ModelChoice:
@@ -30,6 +34,8 @@ class ModelChoice:
     def encoder(self, spec: ModelSpec) -> Encoder:
         """Load (once per Library) the encoder for a model spec, or for a model card (built in, or saved here) by name."""
         if spec not in self._encoders:
+            from indexer.models import load_encoder
+
             self._encoders[spec] = load_encoder(spec, self.device, self.precision, home=self.home)
         return self._encoders[spec]
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 
 from indexer.catalog import IMAGE, TEXT, Catalog, ModelRow
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeFailure, InputSpec, decode_bytes, decode_image
 from indexer.index_store import IndexStore
-from indexer.encode import encode_images, encode_texts
 from indexer.errors import FiltersOnTexts, NonFiniteQuery, QueryError, QueryOptionError
-from indexer.models import Encoder
 from retrieval.query import SearchFilter, Term
+
+if TYPE_CHECKING:
+    from indexer.models import Encoder  # torch: imported by whoever loads an encoder
+
+TextEncodeFn = Callable[[list[str]], np.ndarray]  # texts → (T, D) unit vectors
 
 SortOrder = Literal["score", "date"]
 
@@ -77,8 +80,12 @@ def query_vector(
     catalog: Catalog,
     image: bytes | QueryImage | None = None,
     text_cache: TextCache | None = None,
+    encode_text: TextEncodeFn | None = None,
 ) -> np.ndarray:
     """The unit vector Σ wᵢ·vᵢ of the terms; the encoder is loaded only if a term needs it.
+
+    Texts are encoded by `encode_text` when given (an ONNX export of the text tower),
+    else by the encoder.
 
     Raises QueryError when the terms cancel out, NonFiniteQuery when the sum is not finite.
     """
@@ -88,7 +95,8 @@ def query_vector(
     texts = [t for t in terms if t.kind == "text"]
     if texts:
         cache = text_cache if text_cache is not None else TextCache(0)
-        vecs = cache.encode(model.fingerprint, [t.value for t in texts], lambda xs: encode_texts(encoder(), xs))
+        encode = encode_text or (lambda xs: _encode_texts(encoder(), xs))
+        vecs = cache.encode(model.fingerprint, [t.value for t in texts], encode)
         total += np.asarray([t.weight for t in texts], dtype=np.float32) @ vecs
     for t in terms:
         if t.kind == "image":
@@ -127,19 +135,31 @@ class TextCache:
         return np.stack(out)  # (T, D)
 
 
+def _encode_texts(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    from indexer.encode import encode_texts  # torch
+
+    return encode_texts(encoder, texts)
+
+
+def _encode_image(encoder: Encoder, pixels: np.ndarray) -> np.ndarray:
+    from indexer.encode import encode_images  # torch
+
+    return encode_images(encoder, pixels[None])[0]  # (D,)
+
+
 def image_vector(encoder: Encoder, image: bytes | QueryImage) -> np.ndarray:
     """The vector of an uploaded image, given as its file's bytes or already decoded."""
     query = image if isinstance(image, QueryImage) else decode_query_image(image, encoder.input_spec)
     if query.spec != encoder.input_spec:
         raise QueryError("the library's model changed while the image was decoded; send the image again")
-    return encode_images(encoder, query.pixels[None])[0]  # (D,)
+    return _encode_image(encoder, query.pixels)
 
 
 def _image_vector(encoder: Encoder, path: str) -> np.ndarray:
     res = decode_image(path, encoder.input_spec)
     if isinstance(res, DecodeFailure):
         raise QueryError(f"cannot read query image {path}: {res.reason}")
-    return encode_images(encoder, res.pixels[None])[0]  # (D,)
+    return _encode_image(encoder, res.pixels)
 
 
 def _item_vector(catalog: Catalog, model: ModelRow, item_id: int) -> np.ndarray:

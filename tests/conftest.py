@@ -25,6 +25,7 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLIPDEX_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CLIPDEX_NO_EXPORT", "1")  # ONNX exports cost ~1.6 s each; tests/test_cold_search.py turns them on
     return home
 
 

@@ -1,0 +1,91 @@
+"""The exported (ONNX) text towers a library's searches encode queries with, instead of torch.
+
+A text query needs only the text tower. When the library's model has a valid export
+(`indexer.derived`, made by `indexer.onnx_export`) and its weights file is unchanged
+since its fingerprint was taken (`indexer.fingerprints`), the query is encoded by ONNX
+Runtime: neither torch nor open_clip is imported. Otherwise the torch encoder encodes it,
+and the export is built from that encoder for the next search. A model that cannot be
+exported (unsupported tokenizer, failed validation, fp16/int8 weights, a full disk)
+keeps the torch path, with one note per process through `notify`; never an error.
+
+`CLIPDEX_NO_EXPORT=1` turns exports off (neither used nor built): the torch path, as a
+benchmark baseline, and for tests that do not test exports.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from indexer import derived, fingerprints
+from indexer.derived import TEXT_ENCODER, DerivedRejected, Refused
+from indexer.errors import ClipdexError
+from indexer.items import ModelRow
+from indexer.model_spec import ModelSpec
+
+if TYPE_CHECKING:
+    from indexer.models import Encoder
+    from retrieval.search import TextEncodeFn
+
+NoteFn = Callable[[str], None]
+OFF_SWITCH = "CLIPDEX_NO_EXPORT"
+
+
+def exports_enabled() -> bool:
+    """False when $CLIPDEX_NO_EXPORT is set (to anything but '' or 0)."""
+    return os.environ.get(OFF_SWITCH, "") in ("", "0")
+
+
+class ExportedTowers:
+    """The ONNX text tower of each model of one library, opened once per process."""
+
+    def __init__(self, home: Path, notify: NoteFn) -> None:
+        self.home = home
+        self.notify = notify
+        self._opened: dict[str, TextEncodeFn] = {}
+        self._noted: set[str] = set()  # fingerprints whose fallback was noted (and not built again)
+
+    def text_encoder(self, row: ModelRow) -> TextEncodeFn | None:
+        """The exported text tower of `row`'s model, or None when the torch encoder must encode."""
+        if row.fingerprint in self._opened:
+            return self._opened[row.fingerprint]
+        if not exports_enabled() or row.fingerprint in self._noted:
+            return None
+        label = ModelSpec(row.name, row.pretrained, row.checkpoint).label
+        if fingerprints.for_spec(self.home, label) != row.fingerprint:
+            return None  # weights never fingerprinted here, or changed: the torch path checks them
+        found = derived.lookup(self.home, row.fingerprint, TEXT_ENCODER)
+        if isinstance(found, Refused):
+            self._fall_back(row.fingerprint, found.reason)
+            return None
+        if found is None:
+            return None
+        from indexer.onnx_encode import OnnxTextEncoder
+
+        try:
+            encoder = OnnxTextEncoder.open(found)
+        except (ClipdexError, OSError, RuntimeError) as e:  # tokenizer files gone, ONNX Runtime refusing the file
+            self._fall_back(row.fingerprint, str(e))
+            return None
+        self._opened[row.fingerprint] = encoder.encode
+        return encoder.encode
+
+    def build_text(self, encoder: Encoder) -> None:
+        """Export `encoder`'s text tower unless there is one (or a noted refusal); a refusal becomes a note."""
+        if not exports_enabled() or encoder.fingerprint in self._noted:
+            return
+        if encoder.precision in ("fp16", "int8"):
+            self._fall_back(encoder.fingerprint, f"it is made from fp32 weights, and this run loaded {encoder.precision} ones")
+            return
+        from indexer.onnx_export import text_encoder
+
+        try:
+            text_encoder(encoder, self.home)
+        except (DerivedRejected, ClipdexError, ValueError) as e:  # refused, DiskFull, weights not fp32
+            self._fall_back(encoder.fingerprint, e.reason if isinstance(e, DerivedRejected) else str(e))
+
+    def _fall_back(self, fingerprint: str, reason: str) -> None:
+        if fingerprint not in self._noted:
+            self._noted.add(fingerprint)
+            self.notify(f"text queries use torch: no ONNX text tower for model {fingerprint} ({reason})")

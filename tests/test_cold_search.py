@@ -1,0 +1,164 @@
+"""A text search without torch: the ONNX text tower on the search path, against the torch path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from conftest import TINY, env_without_pytest, make_photo
+from indexer import derived
+from indexer.derived import TEXT_ENCODER, Built, DerivedRejected
+from retrieval.library import Library
+from retrieval.search import ImageResult
+
+ROOT = Path(__file__).resolve().parent.parent
+# The CLI's own main, in a fresh interpreter, then which of torch/open_clip it imported.
+CLI = (
+    "import sys\n"
+    "from cli.app import main\n"
+    "sys.argv = ['clipdex', *sys.argv[1:]]\n"
+    "try:\n"
+    "    main()\n"
+    "except SystemExit as e:\n"
+    "    code = e.code\n"
+    "print('IMPORTED=' + ','.join(m for m in ('torch', 'open_clip') if m in sys.modules), file=sys.stderr)\n"
+)
+QUERIES = ("a dog", "kids playing on the beach at sunset", "東京の夜景")
+
+
+def cli(home: Path, *args: str) -> tuple[int, str, str]:
+    env = {**env_without_pytest(), "CLIPDEX_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("CLIPDEX_NO_EXPORT", None)
+    done = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def imported(stderr: str) -> list[str]:
+    line = [x for x in stderr.splitlines() if x.startswith("IMPORTED=")][-1]
+    return [m for m in line.removeprefix("IMPORTED=").split(",") if m]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-model library whose index run exported the text tower."""
+    base = tmp_path_factory.mktemp("cold")
+    for i in range(10):
+        make_photo(base / "photos" / f"p{i}.jpg", seed=i)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CLIPDEX_NO_EXPORT", raising=False)
+        with Library.open(base / "lib") as lib:
+            lib.index([base / "photos"], model=TINY)
+    return base / "lib"
+
+
+def torch_results(home: Path, query: str, top: int = 5) -> list[ImageResult]:
+    """The torch path at fp32 (exports off)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLIPDEX_NO_EXPORT", "1")
+        with Library.open(home, precision="fp32") as lib:
+            return [r for r in lib.search(query, top=top) if isinstance(r, ImageResult)]
+
+
+def assert_same(got: list[dict[str, object]], want: list[ImageResult]) -> None:
+    assert [g["path"] for g in got] == [w.path for w in want] or _ties_only(got, want)
+    for g, w in zip(got, want):
+        assert abs(float(str(g["score"])) - w.score) < 1e-4
+
+
+def _ties_only(got: list[dict[str, object]], want: list[ImageResult]) -> bool:
+    """Ids may only swap where their scores are within 1e-4."""
+    by_id = {w.id: w.score for w in want}
+    return [g["id"] for g in got if abs(float(str(g["score"])) - by_id.get(int(str(g["id"])), 9)) > 1e-4] == []
+
+
+def test_index_exported_the_text_tower(library: Path) -> None:
+    with Library.open(library) as lib:
+        active = lib.active_model()
+        assert active is not None
+        assert isinstance(derived.lookup(library, active.fingerprint, TEXT_ENCODER), derived.Derived)
+
+
+def test_a_text_search_imports_neither_torch_nor_open_clip_and_ranks_as_torch_does(library: Path) -> None:
+    for query in QUERIES:
+        code, out, err = cli(library, "search", query, "--top", "5", "--json")
+        assert code == 0, err
+        assert imported(err) == []
+        assert "torch" not in err.replace("IMPORTED=", "")  # no fallback note
+        assert_same(json.loads(out), torch_results(library, query))
+
+
+def test_item_queries_status_and_help_import_neither(library: Path) -> None:
+    with Library.open(library) as lib:
+        first = lib.search("item:1", top=3)
+    code, out, err = cli(library, "search", "item:1", "--top", "3", "--json")
+    assert code == 0, err
+    assert imported(err) == []
+    assert [(r["id"], round(float(r["score"]), 5)) for r in json.loads(out)] == [(r.id, round(r.score, 5)) for r in first]
+    for args in (["--help"], ["status"]):
+        code, out, err = cli(library, *args)
+        assert code == 0, err
+        assert imported(err) == []
+
+
+def test_a_missing_damaged_or_foreign_export_is_rebuilt_by_the_next_search(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIPDEX_NO_EXPORT")
+    with Library.open(library) as lib:
+        active = lib.active_model()
+    assert active is not None
+    fp = active.fingerprint
+    want = torch_results(library, "a dog")
+    entry = derived.entry_folder(library, fp)
+    tag = entry / "text-encoder.tag.json"
+
+    def delete() -> None:
+        (entry / "text-encoder.onnx").unlink()
+
+    def truncate() -> None:
+        with open(entry / "text-encoder.onnx.data", "r+b") as f:
+            f.truncate(1000)
+
+    def foreign() -> None:
+        data = json.loads(tag.read_text())
+        data["fingerprint"] = "clipdex-tiny@00000000000000000000"
+        tag.write_text(json.dumps(data))
+
+    for damage in (delete, truncate, foreign):
+        damage()
+        assert derived.lookup(library, fp, TEXT_ENCODER) is None
+        with Library.open(library, precision="fp32") as lib:  # the torch path, which exports again
+            got = lib.search("a dog", top=5)
+        assert_same([r.to_dict() for r in got], want)
+        assert isinstance(derived.lookup(library, fp, TEXT_ENCODER, full_check=True), derived.Derived)
+        code, out, err = cli(library, "search", "a dog", "--top", "5", "--json")
+        assert imported(err) == [] and code == 0
+        assert_same(json.loads(out), want)
+
+
+def test_a_refused_export_falls_back_to_torch_with_one_note(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIPDEX_NO_EXPORT")
+    home = Path(os.environ["CLIPDEX_HOME"])
+    with Library.open(home) as lib:
+        lib.import_embeddings([str(photos / "trip" / "beach0.jpg")], np.ones((1, 128), np.float32), model=TINY)
+        active = lib.active_model()
+    assert active is not None
+
+    def refuse(folder: Path) -> Built:
+        raise DerivedRejected(TEXT_ENCODER.name, active.fingerprint, "tokenizer not supported")
+
+    with pytest.raises(DerivedRejected):
+        derived.get_or_build(home, active.fingerprint, TEXT_ENCODER, refuse, lambda folder: {})
+    result = CliRunner().invoke(app, ["search", "a dog", "--add", "a cat", "--precision", "fp32"])
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "no ONNX text tower" in line]
+    assert notes == [f"text queries use torch: no ONNX text tower for model {active.fingerprint} (tokenizer not supported)"]
+    assert result.stdout.count("beach0.jpg") == 1
