@@ -20,6 +20,8 @@ from retrieval.errors import (
     NameTaken,
     NoVectors,
     UnknownEmbeddingFormat,
+    UnknownModelName,
+    WeightsUnreachable,
     WeightsChanged,
 )
 from retrieval.finetune_errors import CannotResume, ModelIncomplete
@@ -70,6 +72,9 @@ WORDING: dict[type[ClipdexError], Callable[[Any], str]] = {
     FiltersOnTexts: lambda e: "path and date filters (--path, --after, --before) apply to images; "
     "they cannot be used with --texts",
     NoVectors: _no_vectors,
+    WeightsUnreachable: lambda e: f"cannot load {e.label}: {e.why}; connect to the network once, populate the "
+    "Hugging Face cache (HF_HOME), or pass --checkpoint FILE; to try clipdex offline use --model clipdex-tiny",
+    UnknownModelName: lambda e: f"unknown model {e.name!r}; `clipdex models` lists the available ones",
     ModelNeeded: lambda e: "the library has no model yet; name the model the vectors come from with --model",
     ModelIncomplete: _model_incomplete,
     WeightsChanged: lambda e: f"the library's model {e.recorded} no longer loads with the same weights "

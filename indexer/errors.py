@@ -69,8 +69,35 @@ class WeightsChanged(ModelNotAvailable):
         self.now = now  # the fingerprint the weights give now
 
 
+class WeightsUnreachable(ModelNotAvailable):
+    """A pretrained model's weights are neither cached nor fetchable (offline, no network)."""
+
+    def __init__(self, label: str, why: str) -> None:
+        super().__init__(
+            f"cannot load {label}: {why}; connect to the network once, populate the Hugging Face cache "
+            "(HF_HOME), or load local weights from a checkpoint file; to try clipdex offline, use the "
+            "built-in clipdex-tiny model"
+        )
+        self.label = label
+        self.why = why
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.label, self.why))
+
+
 class UnknownModel(ClipdexError):
     """A model name is neither an open_clip architecture nor a saved model."""
+
+
+class UnknownModelName(UnknownModel):
+    """No architecture and no model card has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown model {name!r}: neither an open_clip architecture nor a model card")
+        self.name = name
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.name,))
 
 
 class CheckpointError(ClipdexError):

@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 from indexer import fingerprints
 from indexer.decode import InputSpec
-from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel
+from indexer.errors import CheckpointError, ModelNotAvailable, UnknownModel, UnknownModelName, WeightsUnreachable
 from indexer.model_spec import DEFAULT_MODEL, PRECISIONS, SCHEMAS, TINY_MODEL, ModelSpec  # noqa: F401 (public names)
 from indexer.model_store import find_card, is_known_architecture, list_cards, register_builtin_models
 
@@ -102,7 +102,7 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto",
     """
     source = resolve(spec, home)
     if not is_known_architecture(source.name):
-        raise UnknownModel(f"unknown model {spec.name!r}; `clipdex models` lists the available ones")
+        raise UnknownModelName(spec.name)
     weights = _weights_file(source)
     stamp = fingerprints.FileStamp.of(weights) if weights is not None and home is not None else None
     model = _create(source)
@@ -118,7 +118,7 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto",
         model = model.half()
     elif chosen == "int8":
         if dev.type != "cpu":
-            raise ModelNotAvailable("int8 precision runs on the CPU only; use --device cpu")
+            raise ModelNotAvailable("int8 precision runs on the CPU only; choose the cpu device")
         # Dynamic int8 on the Linear layers (the MLPs): weights quantised once, activations per batch.
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model = model.to(dev)
@@ -162,7 +162,7 @@ def fingerprint_of(name: str, state_dict: dict[str, torch.Tensor]) -> str:
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Read weights from safetensors, or a torch file with weights_only=True (never unpickled freely)."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist; check the --checkpoint path")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -203,7 +203,7 @@ def _create_model(spec: ModelSpec) -> torch.nn.Module:
     tags = open_clip.list_pretrained_tags_by_model(spec.name)
     hint = f" (tags: {', '.join(tags)})" if tags else ""
     raise ModelNotAvailable(
-        f"{spec.name} has no weights: give a pretrained tag as {spec.name}:TAG{hint} or pass --checkpoint FILE"
+        f"{spec.name} has no weights: give a pretrained tag as {spec.name}:TAG{hint} or give a checkpoint file"
     )
 
 
@@ -271,7 +271,7 @@ def _weights_file(spec: ModelSpec) -> Path | None:
 
 _FIX = (
     "connect to the network once, populate the Hugging Face cache (HF_HOME), "
-    "or pass --checkpoint FILE; to try clipdex offline use --model clipdex-tiny"
+    "or load local weights from a checkpoint file; to try clipdex offline, use the built-in clipdex-tiny model"
 )
 
 
@@ -287,7 +287,7 @@ def _create_pretrained(spec: ModelSpec) -> torch.nn.Module:
     except Exception as e:  # download/cache errors arrive wrapped in RuntimeError and others
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         why = "offline and not in the Hugging Face cache" if offline else f"weights could not be fetched ({_one_line(e)[:200]})"
-        raise ModelNotAvailable(f"cannot load {spec.label}: {why}; {_FIX}") from None
+        raise WeightsUnreachable(spec.label, why) from None
 
 
 def _fit_shapes(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -29,7 +29,9 @@ from indexer.errors import (
     SavedModelError,
     UnknownEmbeddingFormat,
     UnknownModel,
+    UnknownModelName,
     WeightsChanged,
+    WeightsUnreachable,
 )
 
 __all__ = [
@@ -55,5 +57,7 @@ __all__ = [
     "SavedModelError",
     "UnknownEmbeddingFormat",
     "UnknownModel",
+    "UnknownModelName",
     "WeightsChanged",
+    "WeightsUnreachable",
 ]

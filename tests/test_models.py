@@ -90,8 +90,10 @@ def test_checkpoint_for_another_architecture_is_refused_clearly(tmp_path: Path) 
 
 
 def test_unknown_names_and_tags_are_refused() -> None:
-    with pytest.raises(UnknownModel, match="clipdex models"):
+    # The library's words are neutral and carry the name; the CLI adds `clipdex models` (test_cli).
+    with pytest.raises(UnknownModel, match="neither an open_clip architecture nor a model card") as e:
         load_encoder(ModelSpec.parse("ViT-Nope-1"), "cpu")
+    assert getattr(e.value, "name") == "ViT-Nope-1"
     with pytest.raises(UnknownModel, match="no pretrained tag 'nope'"):
         load_encoder(ModelSpec.parse("ViT-B-32:nope"), "cpu")
     with pytest.raises(ModelNotAvailable, match="ViT-B-32:TAG"):
