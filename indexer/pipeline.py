@@ -19,7 +19,6 @@ from typing import Callable, Sequence, TypeVar
 
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRecord, FileRow, ModelRow, WriteBatch
 from indexer.executor import EmbedResult, EmbedTask, Executor, Failure, ModelRef, StageClock
-from indexer.models import Encoder
 from indexer.scan import FileStat, content_hash, scan_roots
 
 MAX_DECODE_TRIES = 3  # runs in a row a file's decoder may crash, hang or run out of memory on it
@@ -80,7 +79,6 @@ class _Job:
     to_write: Callable[[list[EmbedResult]], WriteBatch]
 
 
-ModelPair = tuple[ModelRow, Encoder]  # a model as the library chooses it for a write (converted to a ModelRef to run)
 T = TypeVar("T")
 
 

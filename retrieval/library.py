@@ -42,7 +42,8 @@ from retrieval.search import QueryImage, Result, SortOrder, TextCache, TextEncod
 if TYPE_CHECKING:  # torch and open_clip: imported by the operations that encode, not by a text search
     from indexer.models import Encoder
     from indexer.executor import Executor
-    from indexer.pipeline import IndexReport, ModelPair, ProgressFn
+    from indexer.pipeline import IndexReport, ProgressFn
+    from retrieval.model_choice import ModelPair
 
 
 @dataclass

@@ -18,8 +18,9 @@ from retrieval.finetune_errors import ModelIncomplete
 
 if TYPE_CHECKING:  # torch: imported when an encoder is loaded
     from indexer.models import Encoder
-    from indexer.pipeline import ModelPair
 
+ModelPair = tuple[ModelRow, "Encoder"]  # a model as chosen for a write (the library hands the executor a ModelRef)
+    
 
 class ModelChoice:
     """The models of one library: its encoders (loaded once each) and its active model."""
