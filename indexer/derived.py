@@ -142,6 +142,17 @@ def entry_folder(home: Path, fingerprint: str) -> Path:
     return home / DERIVED_DIR / f"{arch}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:16]}"
 
 
+def remove_stale_work(home: Path) -> list[Path]:
+    """Delete what killed processes left half-built under `LIBRARY/derived` (temp files and folders)."""
+    root = home / DERIVED_DIR
+    removed = remove_stale_temps(root)
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith("."):
+                removed += remove_stale_temps(entry)
+    return removed
+
+
 def lookup(home: Path, fingerprint: str, kind: DerivedKind, *, full_check: bool = False) -> Derived | Refused | None:
     """The valid entry for (fingerprint, kind), a recorded refusal, or None when there is
     no usable one (missing, truncated, damaged, stale, or built for another fingerprint).

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 
 from indexer.decode import InputSpec, path_str
+from indexer import derived
 from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow
 from indexer.index_store import IndexStore
@@ -101,6 +102,7 @@ class Library:
         self.device = device
         self.precision = precision
         self.indexes = IndexStore(home / "indexes", catalog)
+        derived.remove_stale_work(home)  # an export killed half-way, like a half-written index file
         self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
         self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)

@@ -217,3 +217,19 @@ def test_looking_up_imports_neither_torch_nor_onnx(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout == "text-encoder.onnx []\n"
+
+
+def test_opening_a_library_sweeps_what_a_killed_export_left(tmp_path: Path) -> None:
+    from retrieval.library import Library
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited: its temp work is stale
+    entry = entry_folder(tmp_path / "lib", "clipdex-tiny@0123")
+    (entry / f".text-encoder.{pid}.tmp").mkdir(parents=True)
+    (entry / f".text-encoder.{pid}.tmp" / "model.onnx").write_bytes(b"half")
+    (entry.parent / f".fingerprints.json.{pid}.tmp").write_bytes(b"{")
+    live = entry / f".image-encoder.{os.getpid()}.tmp"  # a running writer's work is kept
+    live.mkdir()
+    with Library.open(tmp_path / "lib"):
+        pass
+    assert sorted(p.name for p in (tmp_path / "lib" / "derived").rglob("*.tmp")) == [live.name]
