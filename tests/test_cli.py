@@ -35,7 +35,7 @@ def test_index_json_summary(photos: Path) -> None:
     code, out, err = run("index", str(photos), "--model", "clipdex-tiny", "--json")
     assert code == 0
     summary = json.loads(out)
-    assert set(summary) == {"added", "updated", "removed", "renamed", "skipped", "encoded", "seconds", "missing_roots"}
+    assert set(summary) == {"added", "updated", "removed", "renamed", "skipped", "encoded", "exif_read", "seconds", "missing_roots"}
     assert {k: summary[k] for k in ("added", "skipped", "encoded")} == {"added": 12, "skipped": 1, "encoded": 12}
     assert "clipdex status --errors" not in out  # notes go to stderr, data to stdout
     code, out, _ = run("index", "--json")
