@@ -68,7 +68,7 @@ def substring_clause(column: Column[Any]) -> Callable[[str], Clause]:
 def range_clause(column: Column[Any]) -> Callable[[Range], Clause]:
     def clause(bounds: Range) -> Clause:
         lo, hi = bounds
-        conds = [column.is_not(None)]
+        conds: list[ColumnElement[bool]] = [column.is_not(None)]
         conds += [column >= lo] if lo is not None else []
         conds += [column <= hi] if hi is not None else []
         return Clause(and_(*conds))
