@@ -6,11 +6,12 @@ TEMPLATES filled with the label ("a photo of a beach", "a beach", …), made uni
 The rule, per image x and label l (cosines of unit vectors, computed from the
 image vectors the library already holds; no image is decoded again):
 
-1. score(x, l) = cos(x, l) − the mean of cos(x, t) over every label and every
-   BACKGROUND text t (generic phrases that describe no picture in particular).
-   Subtracting what an image scores against text in general removes what differs
-   from one image to the next but says nothing about the label (how bright it is,
-   the gap between image and text vectors).
+1. score(x, l) = cos(x, l) − the mean of cos(x, t) over every label t of the set
+   (as zero-shot classification compares labels with each other); for a set of fewer
+   than CENTRE_ON_LABELS labels, over the labels and the BACKGROUND texts (generic
+   phrases that describe no picture in particular). Subtracting what an image scores
+   against text in general removes what differs from one image to the next but says
+   nothing about the label (how bright it is, the gap between image and text vectors).
 2. A background text scored the same way is a label that fits no picture: it gives
    the spread of scores of labels that do not apply. For every background text b, its
    scores over the library's images are standardised ((score − mean) / sd over the
@@ -41,6 +42,7 @@ from indexer.decode import path_str
 TextEncodeFn = Callable[[list[str]], np.ndarray]  # texts → (T, D) unit vectors
 
 RULE = "relative-to-background/v1"
+CENTRE_ON_LABELS = 5  # a set this large is its own reference; a smaller one is centred with the background too
 ALPHA = 0.15  # the share of (image, background text) pairs that would pass as tags
 TEMPLATES = (
     "a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "an image of a {}.", "a {}.", "{}",
@@ -97,9 +99,11 @@ def label_vectors(encode: TextEncodeFn, labels: Sequence[str], templates: Sequen
 
 
 def relative_scores(images: np.ndarray, labels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the labels and of the background texts, less each image's mean over both: ((N, L), (N, K))."""
+    """Scores of the labels and of the background texts, less each image's mean over the labels
+    (with the background texts, for fewer than CENTRE_ON_LABELS labels): ((N, L), (N, K))."""
     s, sb = images @ labels.T, images @ background.T  # (N, L), (N, K)
-    base = np.concatenate([s, sb], axis=1).mean(axis=1, keepdims=True)  # (N, 1)
+    reference = s if labels.shape[0] >= CENTRE_ON_LABELS else np.concatenate([s, sb], axis=1)
+    base = reference.mean(axis=1, keepdims=True)  # (N, 1)
     return s - base, sb - base
 
 
@@ -113,7 +117,7 @@ def calibrate(scores: np.ndarray, background: np.ndarray, alpha: float = ALPHA) 
 
 def labels_key(labels: Sequence[str]) -> str:
     """What a model's tags depend on besides the image: changing any of it re-tags every image."""
-    spec = {"rule": RULE, "alpha": ALPHA, "labels": list(labels), "templates": TEMPLATES, "background": BACKGROUND}
+    spec = {"rule": RULE, "alpha": ALPHA, "centre_on_labels": CENTRE_ON_LABELS, "labels": list(labels), "templates": TEMPLATES, "background": BACKGROUND}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

@@ -47,7 +47,7 @@ def test_search_json_shapes(indexed: Path, tmp_path: Path) -> None:
     assert code == 0, err
     results = json.loads(out)
     assert len(results) == 3
-    assert all(set(r) == {"id", "path", "score", "width", "height", "taken_at"} for r in results)
+    assert all(set(r) == {"id", "path", "score", "width", "height", "taken_at", "camera", "lens", "focal_mm", "iso", "lat", "lon", "tags"} for r in results)
     assert results[0]["width"] == 160 and results[0]["height"] == 120 and results[0]["taken_at"] is None
     texts = tmp_path / "t.jsonl"
     texts.write_text('{"text": "a cat"}\n{"nope": 1}\n{"text": "a dog"}\n')
