@@ -281,3 +281,60 @@ def test_dates_still_come_from_exif(library: tuple[Library, Path]) -> None:
     lib, _ = library
     flt = SearchFilter.parse(before="2021-06-02")
     assert names(lib, SearchFilter(after=datetime(2021, 6, 1).timestamp(), before=flt.before)) == ["paris1.jpg"]
+
+
+# -- the SQL on every backend, against a reference in Python ------------------------------------
+
+
+POINTS = [  # (camera, lens, focal, iso, lat, lon)
+    ("Canon EOS R6", "Canon RF24-105mm", 24.0, 100, 48.8584, 2.2945),
+    ("canon eos 5d", None, 105.0, 3200, -33.8587, 151.2142),
+    ("SONY ILCE-7M3", "Sony FE 35mm_F1.8", 35.0, 400, -12.0433, -77.04),
+    ("Apple iPhone 13", "100% crop lens", 5.1, 50, -17.0, 179.98),
+    (None, None, None, None, -17.0, -179.98),
+    (None, None, None, None, 89.99, 10.0),
+    (None, None, None, None, None, None),
+]
+FILTERS = [
+    SearchFilter.parse(camera="canon"), SearchFilter.parse(camera="EOS"), SearchFilter.parse(lens="_f1"),
+    SearchFilter.parse(lens="100%"), SearchFilter.parse(focal="24..35"), SearchFilter.parse(iso="..400"),
+    SearchFilter.parse(near="-17,180", within="10km"), SearchFilter.parse(near="90,0", within="100km"),
+    SearchFilter.parse(near="-33.86,151.21", within="1km"), SearchFilter.parse(has_gps=True),
+    SearchFilter.parse(tag=["sea"]), SearchFilter.parse(tag=["sea", "2021"]),
+    SearchFilter.parse(camera="canon", iso="1000..", tag=["sea"]),
+]
+
+
+def test_the_sql_of_every_new_filter_matches_a_python_reference(tmp_path: Path, backend: str | None) -> None:
+    from indexer.catalog import Catalog, FileRecord, WriteBatch
+    from indexer.catalog_tags import ItemTags, TagTarget
+    from indexer.decode import ImageInfo
+
+    cat = Catalog(backend or f"sqlite:///{tmp_path / 'catalog.db'}")
+    records = [
+        FileRecord(f"/p/{n}.jpg".encode(), 10, 10**9, f"{n:064x}",
+                   ImageInfo(4, 3, None, camera, 1, PhotoExif(lens, focal, iso, lat, lon)))
+        for n, (camera, lens, focal, iso, lat, lon) in enumerate(POINTS)
+    ]  # fmt: skip
+    ids = cat.write(WriteBatch(records=records))
+    labels = {ids[0]: ("sea", "2021"), ids[1]: ("sea",), ids[2]: ("2021",)}
+    model = cat.ensure_model("fp", "m", None, None, 4)
+    cat.write_tags(model.id, "k", [ItemTags(TagTarget(i, "", ""), tuple((lab, 1.0) for lab in labs)) for i, labs in labels.items()])
+
+    def holds(n: int, flt: SearchFilter) -> bool:
+        camera, lens, focal, iso, lat, lon = POINTS[n]
+        return (
+            (flt.camera is None or (camera is not None and flt.camera.lower() in camera.lower()))
+            and (flt.lens is None or (lens is not None and flt.lens.lower() in lens.lower()))
+            and all(rng is None or (v is not None and (rng[0] is None or v >= rng[0]) and (rng[1] is None or v <= rng[1]))
+                    for rng, v in ((flt.focal_mm, focal), (flt.iso, iso)))
+            and (flt.near is None or (lat is not None and lon is not None and flt.near.holds(lat, lon)))
+            and (not flt.has_gps or lat is not None)
+            and all(t in labels.get(ids[n], ()) for t in flt.tags)
+        )  # fmt: skip
+
+    for flt in FILTERS:
+        want = sorted(ids[n] for n in range(len(POINTS)) if holds(n, flt))
+        assert sorted(cat.filter_ids("image", flt).tolist()) == want, flt
+    assert [len(cat.filter_ids("image", f)) for f in FILTERS] == [2, 2, 1, 1, 2, 3, 2, 1, 1, 6, 2, 1, 1]
+    cat.close()
