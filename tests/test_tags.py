@@ -137,32 +137,29 @@ def test_re_tagging_touches_only_new_and_changed_photos_or_all_for_new_labels(tm
     scenes = world.make_scenes(36, SEED + 1, world.BASE, split="test")
     photos = tmp_path / "photos"
     world.write_world(photos, scenes[:30])
-    runner = CliRunner()
     labels_file = tmp_path / "labels.txt"
     labels_file.write_text("# the world's colours and shapes\n" + "\n".join(LABELS) + "\n\n")
-    home = str(tmp_path / "lib")
-    assert runner.invoke(app, ["index", str(photos), "--library", home, "--model", "clipdex-tiny"]).exit_code == 0
-
-    def tag(*extra: str) -> dict[str, object]:
-        out = runner.invoke(app, ["tag", "--labels", str(labels_file), "--library", home, "--json", *extra])
-        assert out.exit_code == 0, out.output
-        return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-    first = tag()
-    assert (first["calibrated"], first["tagged"], first["unchanged"]) == (True, 30, 0)
-    assert (tag()["tagged"], tag()["unchanged"]) == (0, 30)
-
-    world.write_world(photos, scenes, name="more.csv")  # six new pictures; the first thirty rewritten identically
-    shutil.copy(photos / "scene00033.png", photos / "scene00003.png")  # one changed
-    assert runner.invoke(app, ["index", "--library", home]).exit_code == 0
-    again = tag()
-    assert (again["calibrated"], again["tagged"], again["unchanged"]) == (False, 7, 29)
-    assert again["thresholds"] == first["thresholds"]
-
-    labels_file.write_text("\n".join(LABELS[:-1]))  # a new label set: every photo again, new thresholds
-    changed = tag()
-    assert (changed["calibrated"], changed["tagged"], changed["unchanged"], changed["labels"]) == (True, 36, 0, 9)
+    home = tmp_path / "lib"
     with Library.open(home) as lib:
+        lib.index([photos], model=TINY)
+    out = CliRunner().invoke(app, ["tag", "--labels", str(labels_file), "--library", str(home), "--json"])
+    assert out.exit_code == 0, out.output
+    first = json.loads(out.stdout)
+    assert (first["model"], first["labels"], first["calibrated"], first["tagged"], first["unchanged"]) == (
+        "clipdex-tiny", 10, True, 30, 0)  # fmt: skip
+    with Library.open(home) as lib:
+        report = lib.tag(LABELS)
+        assert (report.tagged, report.unchanged, report.calibrated) == (0, 30, False)
+
+        world.write_world(photos, scenes, name="more.csv")  # six new pictures; the first thirty rewritten identically
+        shutil.copy(photos / "scene00033.png", photos / "scene00003.png")  # one changed
+        lib.index()
+        again = lib.tag(LABELS)
+        assert (again.calibrated, again.tagged, again.unchanged) == (False, 7, 29)
+        assert again.to_dict()["thresholds"] == first["thresholds"]
+
+        changed = lib.tag(LABELS[:-1])  # a new label set: every photo again, new thresholds
+        assert (changed.calibrated, changed.tagged, changed.unchanged, changed.labels) == (True, 36, 0, 9)
         assert "cross" not in lib.tags()
 
 
