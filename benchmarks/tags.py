@@ -13,6 +13,8 @@ tell apart, whatever the calibration). Targets (issue 15): precision ≥ 0.9, re
 
 Negative control: the same tags scored against the truth of other pictures (a fixed
 permutation); its precision must fall to about each label's base rate, far below 0.9.
+A second control adds two labels no picture holds (the NEW domain's "hexagon" and
+"star") to the list and counts the pictures the same rule tags with them (should be ~0).
 Then it adds 30 pictures, indexes again and re-tags: only the 30 new ones may be tagged.
 """
 
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +41,7 @@ from retrieval.demo import world  # noqa: E402
 from retrieval.library import Library  # noqa: E402
 
 LABELS = [*world.COLOURS, *world.BASE.shapes]
+ABSENT = ["hexagon", "star"]
 TARGET_P, TARGET_R = 0.9, 0.8
 
 
@@ -89,7 +93,10 @@ def main() -> int:
             for n, i in enumerate(ids):
                 for lab in tags.get(i, []):
                     got[n, LABELS.index(lab)] = True
-            scores = _scores(lib, ids)
+            scores = _scores(lib, ids, LABELS)
+            with_absent = _scores(lib, ids, [*LABELS, *ABSENT])
+            every = _scores(lib, None, [*LABELS, *ABSENT], background=True)
+            absent = (with_absent > tagging.calibrate(*every))[:, len(LABELS):].sum(axis=0)
             # re-tagging after adding photos
             world.write_world(photos, scenes, name="captions-all.csv")  # the first ones unchanged, 30 new
             lib.index()
@@ -97,7 +104,7 @@ def main() -> int:
     truth = truth_of(first)
     control = truth[np.random.default_rng(1).permutation(len(first))]
     print(f"clipdex tag on {args.images} world scenes (seed {args.seed}), clipdex-tiny; {cpu()}")
-    print(f"index {index_s:.1f} s, tag {tag_s:.2f} s; alpha {tagging.ALPHA}; targets: precision >= {TARGET_P}, recall >= {TARGET_R}")
+    print(f"index {index_s:.1f} s, tag {tag_s:.2f} s; alpha {tagging.ALPHA}, floor quantile {tagging.FLOOR_QUANTILE}; targets: precision >= {TARGET_P}, recall >= {TARGET_R}")
     print()
     print("| label | pictures | threshold | tagged | precision | recall | target met | best recall at P>=0.9 | control precision |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -116,13 +123,15 @@ def main() -> int:
           f"| | | {int((got & control).sum()) / max(int(got.sum()), 1):.2f} |")
     print()
     print(f"labels meeting both targets: {met} of {len(LABELS)}")
+    print(f"absent-label control: pictures tagged {ABSENT[0]} {absent[0]}, {ABSENT[1]} {absent[1]} of {len(first)} (no picture holds them)")
     print(f"re-tag after adding {len(extra)} pictures: tagged {again.tagged}, unchanged {again.unchanged}, "
           f"calibrated again: {again.calibrated} (expected: {len(extra)}, {args.images}, False)")
     return 0
 
 
-def _scores(lib: Library, ids: list[int]) -> np.ndarray:
-    """The calibrated rule's scores, (N, L), for the best-threshold column."""
+def _scores(lib: Library, ids: list[int] | None, names: list[str], background: bool = False) -> Any:
+    """The rule's scores (N, L) of `names` for the pictures `ids` (None: every picture, in id order),
+    with the background's scores too when `background`."""
     row = lib.active_model()
     assert row is not None
     encoder = lib.encoder(ModelSpec.parse(TINY_MODEL))
@@ -132,11 +141,12 @@ def _scores(lib: Library, ids: list[int]) -> np.ndarray:
         return encode_texts(encoder, texts)
 
     got_ids, vecs = lib.catalog.vectors(row.id, "image", ids)
-    order = {int(i): n for n, i in enumerate(got_ids)}
-    vecs = vecs[[order[i] for i in ids]]
-    labels = tagging.label_vectors(encode, LABELS)
-    background = tagging.label_vectors(encode, tagging.BACKGROUND, ("{}",))
-    return tagging.relative_scores(vecs, labels, background)[0]
+    if ids is not None:
+        order = {int(i): n for n, i in enumerate(got_ids)}
+        vecs = vecs[[order[i] for i in ids]]
+    labels = tagging.label_vectors(encode, names)
+    both = tagging.relative_scores(vecs, labels, tagging.label_vectors(encode, tagging.BACKGROUND, ("{}",)))
+    return both if background else both[0]
 
 
 if __name__ == "__main__":

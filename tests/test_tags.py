@@ -63,7 +63,8 @@ def reference_scores(lib: Library, ids: list[int]) -> tuple[np.ndarray, np.ndarr
     base = s_all.mean(axis=1, keepdims=True)
     rel, rel_b = s_all - base, b_all - base
     z = (rel_b - rel_b.mean(axis=0)) / rel_b.std(axis=0)
-    thresholds = rel.mean(axis=0) + np.quantile(z, 1 - tagging.ALPHA) * rel.std(axis=0)
+    own = rel.mean(axis=0) + np.quantile(z, 1 - tagging.ALPHA) * rel.std(axis=0)
+    thresholds = np.maximum(own, np.quantile(rel_b, tagging.FLOOR_QUANTILE))
     row = {int(i): n for n, i in enumerate(all_ids)}
     return rel[[row[i] for i in ids]], thresholds
 
