@@ -39,6 +39,14 @@ def search(
     after: Annotated[Optional[str], typer.Option("--after", help="Taken on or after DATE (ISO 8601).")] = None,
     before: Annotated[Optional[str], typer.Option("--before", help="Taken before DATE (ISO 8601).")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results scoring at least S.")] = None,
+    camera: Annotated[Optional[str], typer.Option("--camera", help="Camera make or model contains TEXT (any case).")] = None,
+    lens: Annotated[Optional[str], typer.Option("--lens", help="Lens make or model contains TEXT (any case).")] = None,
+    focal: Annotated[Optional[str], typer.Option("--focal", help="Focal length in mm: MIN..MAX, MIN.., ..MAX or N.")] = None,
+    iso: Annotated[Optional[str], typer.Option("--iso", help="ISO: MIN..MAX, MIN.., ..MAX or N.")] = None,
+    near: Annotated[Optional[str], typer.Option("--near", help="Taken near LAT,LON (decimal degrees; S and W negative).")] = None,
+    within: Annotated[Optional[str], typer.Option("--within", help="Distance for --near: 5km (default), 800m.")] = None,
+    has_gps: Annotated[bool, typer.Option("--has-gps", help="Only photos with a GPS position.")] = False,
+    tag: Annotated[list[str], typer.Option("--tag", help="Only photos with this tag (repeat: all of them).")] = [],
     sort: Annotated[Sort, typer.Option("--sort", help="Order the top results by score or by date (newest first).")] = Sort.score,
     texts: Annotated[bool, typer.Option("--texts", help="Search the text collection instead of the images.")] = False,
     model: ModelOpt = None,
@@ -50,7 +58,10 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by describing them or by showing an example photo."""
-    filters = search_filter(path=path, after=after, before=before, min_score=min_score)
+    filters = search_filter(
+        path=path, after=after, before=before, min_score=min_score, camera=camera, lens=lens, focal=focal, iso=iso,
+        near=near, within=within, has_gps=has_gps, tag=tag,
+    )
     with open_library(library, db, device, precision) as lib:
         lib.notify = note
         results = lib.search(
@@ -66,14 +77,22 @@ def search(
         d = r.to_dict()
         label = d.get("path", d.get("text"))
         when = f"  {d['taken_at']}" if d.get("taken_at") else ""
-        echo(f"{r.score:.4f}  {label}{when}")
+        tags = f"  [{', '.join(d['tags'])}]" if d.get("tags") else ""  # type: ignore[arg-type]
+        echo(f"{r.score:.4f}  {label}{when}{tags}")
 
 
-def search_filter(path: str | None, after: str | None, before: str | None, min_score: float | None) -> SearchFilter:
+def search_filter(
+    path: str | None = None, after: str | None = None, before: str | None = None, min_score: float | None = None,
+    camera: str | None = None, lens: str | None = None, focal: str | None = None, iso: str | None = None,
+    near: str | None = None, within: str | None = None, has_gps: bool = False, tag: list[str] | None = None,
+) -> SearchFilter:
     """The filter options, read by the parser the server uses too; a bad value is named by its flag."""
     from retrieval.query import InvalidFilter, SearchFilter
 
     try:
-        return SearchFilter.parse(path=path, after=after, before=before, min_score=min_score)
+        return SearchFilter.parse(
+            path=path, after=after, before=before, min_score=min_score, camera=camera, lens=lens, focal=focal,
+            iso=iso, near=near, within=within, has_gps=has_gps, tag=tag,
+        )
     except InvalidFilter as e:
         raise e.renamed("--" + e.name.replace("_", "-")) from None

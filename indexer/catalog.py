@@ -4,8 +4,8 @@
 catalog the library expects and that it is sound, and composes its parts, one
 module each: `catalog_connection` (transactions, typed driver errors),
 `catalog_settings` (settings, models, roots), `catalog_lookups` (items, files,
-vectors, counts), `change_log` (what FAISS indexes replay) and `catalog_writes`
-(write batches, imports, texts, removals). Callers use them all as `catalog.NAME(...)`.
+vectors, counts), `change_log` (what FAISS indexes replay), `catalog_writes`
+(write batches, imports, texts, removals) and `catalog_tags` (tags). Callers use them all as `catalog.NAME(...)`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from indexer import db_guard, schema
 from indexer.catalog_connection import _reraise
 from indexer.catalog_lookups import CatalogLookups
 from indexer.catalog_settings import CatalogSettings
+from indexer.catalog_tags import CatalogTags
 from indexer.catalog_writes import CatalogWrites, FileRecord, WriteBatch, text_key
 from indexer.change_log import ChangeLog
 from indexer.errors import CatalogError
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 
-class Catalog(CatalogWrites, CatalogLookups, ChangeLog, CatalogSettings):
+class Catalog(CatalogWrites, CatalogLookups, ChangeLog, CatalogSettings, CatalogTags):
     """A catalog database reached through a SQLAlchemy URL (SQLite by default)."""
 
     def __init__(self, url: str, vector_dtype: str = "float16", expected_id: str | None = None) -> None:

@@ -61,6 +61,21 @@ class CatalogLookups(CatalogConnection):
                     out.setdefault(h, []).append(i)
         return out
 
+    def exif_unread(self) -> list[tuple[int, bytes]]:
+        """Indexed images whose EXIF fields this version of `indexer.exif` has not read: (id, path)."""
+        from indexer.exif import EXIF_VERSION
+
+        q = (
+            select(items.c.id, items.c.path)
+            .where(
+                items.c.kind == IMAGE, items.c.status == INDEXED,
+                or_(items.c.exif_version.is_(None), items.c.exif_version < EXIF_VERSION),
+            )
+            .order_by(items.c.id)
+        )  # fmt: skip
+        with self._read() as conn:
+            return [(i, bytes(p)) for i, p in conn.execute(q)]
+
     # -- vectors ---------------------------------------------------------------------------
 
     def missing_vectors(self, model_id: int, kind: str) -> list[tuple[int, bytes | str]]:
@@ -115,6 +130,7 @@ class CatalogLookups(CatalogConnection):
                     out[r.id] = ItemRow(
                         r.id, r.kind, r.display_path, r.text, r.width, r.height, r.taken_at,
                         r.date_key, r.camera, r.size, r.status, r.reason,
+                        r.lens, r.focal_mm, r.iso, r.gps_lat, r.gps_lon,
                     )
         return out
 

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from indexer import failpoints
 from indexer.catalog_connection import CatalogConnection, _chunks
 from indexer.decode import ImageInfo, path_str
+from indexer.exif import EXIF_VERSION, PhotoExif
 from indexer.items import IMAGE, INDEXED, SKIPPED, TEXT
 from indexer.schema import changes, embeddings, items
 
@@ -98,6 +99,7 @@ class CatalogWrites(CatalogConnection):
             "reason": rec.reason,
             "decode_tries": rec.decode_tries,
             "updated_at": time.time(),
+            **exif_values(info.exif if info else None),
         }
         if rec.item_id is None:
             item_id = int(conn.execute(insert(items).values(**values).returning(items.c.id)).scalar_one())
@@ -111,6 +113,14 @@ class CatalogWrites(CatalogConnection):
             vecs += [(item_id, m, self._decode_vector(b)) for m, b in conn.execute(q)]
         self._put_vectors(conn, vecs)
         return item_id
+
+    def set_exif(self, found: Sequence[tuple[int, PhotoExif | None]]) -> None:
+        """Store what `indexer.exif` read from already-indexed items (None: the file could not be read)."""
+        if not found:
+            return
+        with self._write() as conn:
+            for item_id, exif in found:
+                conn.execute(update(items).where(items.c.id == item_id).values(**exif_values(exif or PhotoExif())))
 
     def _put_vectors(
         self, conn: Connection, vecs: Sequence[tuple[int, int, np.ndarray]], kind: str | None = None
@@ -221,6 +231,18 @@ class CatalogWrites(CatalogConnection):
                 ids.update({k: i for k, i in conn.execute(select(items.c.text_key, items.c.id).where(items.c.text_key.in_(part)))})
             self._put_vectors(conn, [(ids[k], model_id, v) for k, v in zip(keys, vectors)], kind=TEXT)
         return len(new_ids), len(set(keys)) - len(new_ids)
+
+
+def exif_values(exif: PhotoExif | None) -> dict[str, object]:
+    """The item columns of a file's EXIF fields; all NULL, and not read, without them."""
+    return {
+        "lens": exif.lens if exif else None,
+        "focal_mm": exif.focal_mm if exif else None,
+        "iso": exif.iso if exif else None,
+        "gps_lat": exif.lat if exif else None,
+        "gps_lon": exif.lon if exif else None,
+        "exif_version": EXIF_VERSION if exif else None,
+    }
 
 
 def text_key(text: str) -> str:

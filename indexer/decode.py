@@ -18,6 +18,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from indexer.exif import PhotoExif, read_exif
+
 pillow_heif.register_heif_opener()  # HEIC/HEIF from phones; AVIF is Pillow's own where built in
 
 # Formats a photo library holds. Everything else Pillow could parse (PSD, EPS, ICO…)
@@ -58,6 +60,7 @@ class ImageInfo:
     taken_at: float | None  # EXIF capture time, seconds since the epoch
     camera: str | None
     orientation: int
+    exif: PhotoExif = PhotoExif()  # lens, focal length, ISO, GPS (indexer.exif)
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ def _read_info(img: Image.Image) -> ImageInfo:
     make = str(exif.get(_TAG_MAKE) or "").strip("\x00 ")
     model = str(exif.get(_TAG_MODEL) or "").strip("\x00 ")
     camera = model if model.startswith(make) else f"{make} {model}".strip()
-    return ImageInfo(w, h, taken, camera or None, orientation)
+    return ImageInfo(w, h, taken, camera or None, orientation, read_exif(exif))
 
 
 def _parse_exif_time(value: object, offset: object) -> float | None:

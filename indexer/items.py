@@ -51,3 +51,8 @@ class ItemRow:
     size: int | None
     status: str
     reason: str | None
+    lens: str | None = None
+    focal_mm: float | None = None
+    iso: int | None = None
+    lat: float | None = None
+    lon: float | None = None

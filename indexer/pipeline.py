@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence, TypeVar
 
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRecord, FileRow, ModelRow, WriteBatch
+from indexer.exif import read_file_exif
 from indexer.executor import EmbedResult, EmbedTask, Executor, Failure, ModelRef, StageClock
 from indexer.scan import FileStat, content_hash, scan_roots
 
@@ -49,6 +50,7 @@ class IndexReport:
     renamed: int = 0
     skipped: int = 0
     encoded: int = 0
+    exif_read: int = 0  # files indexed before whose new EXIF fields were read (indexer.exif), without re-encoding
     seconds: float = 0.0
     missing_roots: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
@@ -115,6 +117,8 @@ def run_index(
             catalog.write(WriteBatch(records=batch))
     for job in fills:  # items that some model of this run has not embedded yet (older items, another model)
         report.encoded += _execute(catalog, executor, job, clock, tick)
+    with clock("exif"):
+        report.exif_read = _read_exif(catalog)
     for stage, seconds in executor.timings.items():
         report.timings[stage] = report.timings.get(stage, 0.0) + seconds - executor_before.get(stage, 0.0)
     report.seconds = time.monotonic() - started
@@ -152,6 +156,16 @@ def _rows(catalog: Catalog, models: Sequence[ModelRef]) -> dict[str, ModelRow]:
             raise ValueError(f"model {m.fingerprint} is not registered in the catalog; register it before indexing")
         rows[m.fingerprint] = row
     return rows
+
+
+def _read_exif(catalog: Catalog) -> int:
+    """Read the EXIF fields of indexed files that have not had them read (indexed before the
+    fields existed, copies, imports): headers only, committed in batches; return the files read."""
+    done = 0
+    for batch in _batches(catalog.exif_unread(), COPY_BATCH):
+        catalog.set_exif([(item_id, read_file_exif(path)) for item_id, path in batch])
+        done += len(batch)
+    return done
 
 
 def _ticker(progress: ProgressFn | None, total: int) -> Callable[[int], None]:

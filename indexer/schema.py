@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0004"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 
@@ -85,10 +85,21 @@ items = Table(
     # Runs in a row whose decoder process crashed, hung or ran out of memory on this
     # version of the file (revision 0002); 0 once it decodes, fails for good or changes.
     Column("decode_tries", Integer, nullable=False, server_default="0"),
+    # What the camera recorded beyond make and model (revision 0004, indexer.exif); NULL
+    # where the file says nothing or says it wrongly.
+    Column("lens", Text),
+    Column("focal_mm", Float),
+    Column("iso", Integer),
+    Column("gps_lat", Float),  # degrees, south negative
+    Column("gps_lon", Float),  # degrees, west negative
+    Column("exif_version", Integer),  # the indexer.exif reader that filled these; NULL: not read yet
 )
 Index("ix_items_kind_status", items.c.kind, items.c.status)
 Index("ix_items_hash", items.c.content_hash)
 Index("ix_items_date", items.c.date_key)
+Index("ix_items_focal", items.c.focal_mm)
+Index("ix_items_iso", items.c.iso)
+Index("ix_items_gps", items.c.gps_lat, items.c.gps_lon)
 
 embeddings = Table(
     "embeddings",
@@ -110,6 +121,30 @@ changes = Table(
     Column("item_id", Integer, nullable=False),
     sqlite_autoincrement=True,
 )
+# Tags (revision 0004). A model's tags come from `clipdex tag` (zero-shot labels, with
+# the label's score); folder tags have no model and no score.
+tags = Table(
+    "tags",
+    metadata,
+    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE")),  # NULL: a folder tag
+    Column("label", Text, nullable=False),
+    Column("score", Float),
+)
+Index("ix_tags_label", tags.c.label, tags.c.item_id)
+Index("ix_tags_item", tags.c.item_id)
+
+# Which version of each item a source has tagged, and with which label set, so
+# `clipdex tag` re-tags only new or changed items, or everything when the labels change. `source` is a model id, or 0 for folder tags.
+tagged = Table(
+    "tagged",
+    metadata,
+    Column("item_id", Integer, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("source", Integer, primary_key=True),
+    Column("labels_key", String(64), nullable=False),
+    Column("item_version", String(64)),  # the content hash tagged (labels), or a digest of the path (folders)
+)
+
 Index("ix_changes_model_kind_seq", changes.c.model_id, changes.c.kind, changes.c.seq)
 
 

@@ -39,6 +39,7 @@ from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
 from retrieval.query import SearchFilter, parse_terms
 from retrieval.search import QueryImage, Result, SortOrder, TextCache, TextEncodeFn, query_vector, rank
+from retrieval.tagging import TagReport
 
 if TYPE_CHECKING:  # torch and open_clip: imported by the operations that encode, not by a text search
     from indexer.models import Encoder
@@ -357,6 +358,35 @@ class Library:
             vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,
             top=top, offset=offset, filters=filters, sort=sort,
         )
+
+    # -- tags (retrieval.tagging) ----------------------------------------------------------
+
+    def tag(
+        self, labels: Sequence[str] | None = None, *, folder_tags: bool = False, model: ModelSpec | None = None
+    ) -> TagReport:
+        """Tag the images with `labels` by zero-shot classification (retrieval.tagging), and with
+        their folder names when `folder_tags`; only new and changed images, unless the labels changed.
+
+        Raises NoVectors when the model has not indexed this library, LibraryBusy while another writes.
+        """
+        from retrieval import tagging
+
+        report = tagging.TagReport()
+        with self._writing():
+            if labels:
+                row, enc = self._model_for_search(model)
+
+                def get_encoder() -> Encoder:
+                    return enc if enc is not None else self._active_encoder(row)
+
+                tagging.tag_with_labels(self.catalog, row, list(labels), self._text_tower(row, get_encoder), report)
+            if folder_tags:
+                tagging.tag_folders(self.catalog, report)
+        return report
+
+    def tags(self) -> dict[str, int]:
+        """Images per tag, every model's and the folders' together."""
+        return self.catalog.tag_counts()
 
     def _text_tower(self, row: ModelRow, get_encoder: Callable[[], Encoder]) -> TextEncodeFn:
         """Encodes query texts: the exported text tower, else the torch encoder, which exports it for next time."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -37,6 +37,15 @@ class ImageResult:
     width: int | None
     height: int | None
     taken_at: str | None  # ISO 8601 in local time, from EXIF; None without EXIF
+    # What the camera recorded (indexer.exif), None where it did not; tags from `clipdex tag`
+    # and folder tags. Servers leave out lat/lon unless asked (retrieval.server.service).
+    camera: str | None = None
+    lens: str | None = None
+    focal_mm: float | None = None
+    iso: int | None = None
+    lat: float | None = None
+    lon: float | None = None
+    tags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -199,6 +208,7 @@ def rank(
         hits = [(i, s) for i, s in hits if s >= filters.min_score]
     hits = hits[offset : offset + top]
     rows = catalog.items([i for i, _ in hits])
+    tags = catalog.tags_of([i for i, _ in hits]) if kind == IMAGE else {}
     results: list[Result] = []
     for i, s in hits:
         row = rows.get(i)
@@ -207,7 +217,10 @@ def rank(
         if kind == TEXT:
             results.append(TextResult(i, row.text or "", s))
         else:
-            results.append(ImageResult(i, row.path or "", s, row.width, row.height, iso_time(row.taken_at)))
+            results.append(ImageResult(
+                i, row.path or "", s, row.width, row.height, iso_time(row.taken_at),
+                row.camera, row.lens, row.focal_mm, row.iso, row.lat, row.lon, tags.get(i, []),
+            ))  # fmt: skip
     if sort == "date" and kind == IMAGE:
         dates = {i: rows[i].date_key or 0.0 for i, _ in hits if i in rows}
         results.sort(key=lambda r: dates.get(r.id, 0.0), reverse=True)

@@ -89,6 +89,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with Library.open(folder / "lib") as lib:
         lib.index([folder / "photos"], model=TINY)
         lib.add_texts(TEXTS)
+        lib.tag(folder_tags=True)  # YEAR and THEME chips on every tile
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "CLIPDEX_TOKEN" and not k.startswith("PYTEST")}
     env |= {"CLIPDEX_HOME": str(folder / "lib"), "HF_HUB_OFFLINE": "1"}
@@ -312,6 +313,44 @@ def test_date_and_folder_filters_narrow_the_results(tab: Tab, server: Server) ->
     page.click("#clear-filters")
     tab.wait_tiles(60)
     assert "from=" not in page.url
+    assert tab.errors == []
+
+
+def test_tag_chips_filter_by_their_tag_and_camera_and_gps_filters_narrow(tab: Tab, server: Server) -> None:
+    page = tab.page
+    query = "sand dunes in the desert"
+    tab.search(query)
+    tab.wait_tiles(60)
+    first = server.api.get("/api/v1/search", params={"q": query, "top": 1}).json()["results"][0]
+    chips = page.eval_on_selector_all(f".tile[data-id='{first['id']}'] .chip", "cs => cs.map(c => c.textContent)")
+    assert chips == first["tags"] and len(chips) == 2  # its year and theme folders
+    theme = chips[1] if not chips[1].isdigit() else chips[0]
+    page.click(f".tile[data-id='{first['id']}'] .chip:text-is('{theme}')")
+    want = server.ids("/api/v1/search", q=query, top=60, tag=theme)
+    page.wait_for_function(f"() => document.querySelectorAll('.tile[data-id]').length === {len(want)}")
+    assert tab.tile_ids() == want and 0 < len(want) < 60
+    assert page.is_hidden("#viewer")  # the chip filtered; it did not open the photo
+    assert page.input_value("#tag") == theme and f"tag={theme}" in page.url
+    assert page.inner_text("#filter-count") == "1"
+    tab.wait_thumbnails(len(want))
+    tab.shot("desktop-tag-chip")
+
+    page.fill("#camera", "CANON")
+    page.press("#camera", "Enter")
+    want = server.ids("/api/v1/search", q=query, top=60, tag=theme, camera="canon")
+    page.wait_for_function(f"() => document.querySelectorAll('.tile[data-id]').length === {len(want)}")
+    assert tab.tile_ids() == want and 0 < len(want)
+    assert "camera=CANON" in page.url and page.inner_text("#filter-count") == "2"
+
+    page.check("#has_gps")  # the generated photos carry no position
+    page.wait_for_function("() => document.querySelectorAll('.tile[data-id]').length === 0")
+    assert server.ids("/api/v1/search", q=query, top=60, has_gps="true") == []
+    page.click("#clear-filters")
+    tab.wait_tiles(60)
+    assert "tag=" not in page.url and not page.is_checked("#has_gps")
+
+    page.goto("/?q=desert&near=48.85,2.29&within=800m&focal=24..70&iso=..800")  # filters come back from the URL
+    assert [page.input_value(f"#{i}") for i in ("near", "within", "focal", "iso")] == ["48.85,2.29", "800m", "24..70", "..800"]
     assert tab.errors == []
 
 

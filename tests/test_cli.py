@@ -35,7 +35,7 @@ def test_index_json_summary(photos: Path) -> None:
     code, out, err = run("index", str(photos), "--model", "clipdex-tiny", "--json")
     assert code == 0
     summary = json.loads(out)
-    assert set(summary) == {"added", "updated", "removed", "renamed", "skipped", "encoded", "seconds", "missing_roots"}
+    assert set(summary) == {"added", "updated", "removed", "renamed", "skipped", "encoded", "exif_read", "seconds", "missing_roots"}
     assert {k: summary[k] for k in ("added", "skipped", "encoded")} == {"added": 12, "skipped": 1, "encoded": 12}
     assert "clipdex status --errors" not in out  # notes go to stderr, data to stdout
     code, out, _ = run("index", "--json")
@@ -47,7 +47,7 @@ def test_search_json_shapes(indexed: Path, tmp_path: Path) -> None:
     assert code == 0, err
     results = json.loads(out)
     assert len(results) == 3
-    assert all(set(r) == {"id", "path", "score", "width", "height", "taken_at"} for r in results)
+    assert all(set(r) == {"id", "path", "score", "width", "height", "taken_at", "camera", "lens", "focal_mm", "iso", "lat", "lon", "tags"} for r in results)
     assert results[0]["width"] == 160 and results[0]["height"] == 120 and results[0]["taken_at"] is None
     texts = tmp_path / "t.jsonl"
     texts.write_text('{"text": "a cat"}\n{"nope": 1}\n{"text": "a dog"}\n')

@@ -52,7 +52,14 @@ RAW = [
     {"path": "/abs/[!x]*.jpg", "min_score": "0.25"},
     {"after": "2021-06-02", "before": "2021-06-04T12:30"},
     {"path": "trip/*", "after": "2024-07-01T18:30:00+02:00", "before": "2024-08-01", "min_score": "-0.5"},
+    {"camera": "canon", "lens": "24-70", "focal": "24..70", "iso": "..800", "near": "48.85,2.29", "within": "2km"},
 ]
+
+
+def test_cli_and_server_read_flags_and_lists_the_same() -> None:
+    both = SearchFilter(has_gps=True, tags=("red", "circle"))
+    assert cli_filter(["--has-gps", "--tag", "red", "--tag", "circle"]) == both
+    assert server_filter({"has_gps": "true", "tag": ["red", "circle"]}) == both  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("raw", RAW)
@@ -103,7 +110,8 @@ def test_a_score_must_be_a_number() -> None:
 def test_every_filter_parameter_is_a_cli_option_and_a_server_parameter() -> None:
     """Adding a parameter to SearchFilter.parse without the CLI option or the HTTP parameter fails here."""
     options = {opt for p in search_command().params for opt in p.opts}
-    assert FILTER_PARAMS == ["path", "after", "before", "min_score"]
+    assert FILTER_PARAMS == [
+        "path", "after", "before", "min_score", "camera", "lens", "focal", "iso", "near", "within", "has_gps", "tag"]
     assert [name for name in FILTER_PARAMS if "--" + name.replace("_", "-") not in options] == []
     assert [name for name in FILTER_PARAMS if name not in SearchOptions.model_fields] == []
 

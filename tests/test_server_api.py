@@ -19,7 +19,7 @@ from retrieval.query import SearchFilter
 from retrieval.search import ImageResult, Result, TextResult
 from serverkit import TEXTS, client_for, item_id, make_library
 
-CLI_IMAGE_FIELDS = {"id", "path", "score", "width", "height", "taken_at"}
+CLI_IMAGE_FIELDS = {"id", "path", "score", "width", "height", "taken_at", "camera", "lens", "focal_mm", "iso", "lat", "lon", "tags"}
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +305,8 @@ def test_openapi_schema_documents_every_route(served: tuple[Library, Path, TestC
     ]
     search = schema["paths"]["/api/v1/search"]["get"]
     assert sorted(p["name"] for p in search["parameters"]) == [
-        "add", "after", "before", "min_score", "offset", "path", "q", "sort", "sub", "texts", "top"]
+        "add", "after", "before", "camera", "focal", "gps", "has_gps", "iso", "lens", "min_score", "near", "offset",
+        "path", "q", "sort", "sub", "tag", "texts", "top", "within"]
     assert sorted(search["responses"]) == ["200", "400", "401", "404", "413", "414", "422"]
     upload = schema["paths"]["/api/v1/search/image"]["post"]["requestBody"]["content"]
     assert list(upload) == ["multipart/form-data"]
@@ -322,11 +323,22 @@ def test_result_schemas_are_the_search_results_fields_plus_urls(served: tuple[Li
             "height": nullable | {"title": "Height"},
             "taken_at": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Taken At",
                          "description": "EXIF capture time, ISO 8601 in the server's time zone."},
+            "camera": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Camera"},
+            "lens": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Lens"},
+            "focal_mm": {"anyOf": [{"type": "number"}, {"type": "null"}], "title": "Focal Mm"},
+            "iso": nullable | {"title": "Iso"},
+            "lat": {"anyOf": [{"type": "number"}, {"type": "null"}], "title": "Lat",
+                    "description": "Latitude in degrees (south negative); null unless the request has `gps=1`."},
+            "lon": {"anyOf": [{"type": "number"}, {"type": "null"}], "title": "Lon",
+                    "description": "Longitude in degrees (west negative); null unless the request has `gps=1`."},
+            "tags": {"type": "array", "items": {"type": "string"}, "title": "Tags",
+                     "description": "Tags from `clipdex tag` and folder tags."},
             "thumbnail_url": {"type": "string", "title": "Thumbnail Url"},
             "image_url": {"type": "string", "title": "Image Url"},
         },
         "type": "object", "title": "ImageHit",
-        "required": ["id", "path", "score", "width", "height", "taken_at", "thumbnail_url", "image_url"],
+        "required": ["id", "path", "score", "width", "height", "taken_at", "camera", "lens", "focal_mm", "iso", "lat",
+                     "lon", "tags", "thumbnail_url", "image_url"],
     }  # fmt: skip
     assert schemas["TextHit"] == {
         "properties": {"id": {"type": "integer", "title": "Id"}, "text": {"type": "string", "title": "Text"},

@@ -23,6 +23,17 @@ class SearchOptions(BaseModel):
     after: str | None = Field(default=None, description="Taken on or after this ISO 8601 date or date-time.")
     before: str | None = Field(default=None, description="Taken before this ISO 8601 date or date-time.")
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="Only results scoring at least this.")
+    camera: str | None = Field(default=None, description="Camera make or model contains this (any case).")
+    lens: str | None = Field(default=None, description="Lens make or model contains this (any case).")
+    focal: str | None = Field(default=None, description="Focal length in mm: `MIN..MAX`, `MIN..`, `..MAX` or `N`.")
+    iso: str | None = Field(default=None, description="ISO: `MIN..MAX`, `MIN..`, `..MAX` or `N`.")
+    near: str | None = Field(default=None, description="Taken near `LAT,LON` (decimal degrees; south and west negative).")
+    within: str | None = Field(default=None, description="Distance for `near`: `5km` (the default), `800m`.")
+    has_gps: bool = Field(default=False, description="Only photos with a GPS position.")
+    tag: list[str] = Field(default=[], description="Only photos with every one of these tags.")
+    gps: bool = Field(
+        default=False, description="Return each photo's position (`lat`, `lon`); without it they are null."
+    )
     sort: Literal["score", "date"] = Field(
         default="score", description="Order the results by score or by date (newest first)."
     )
@@ -36,7 +47,11 @@ class SearchOptions(BaseModel):
 
     def search_filter(self) -> SearchFilter:
         """The filter parameters, read by the parser the CLI uses too; raises InvalidFilter."""
-        return SearchFilter.parse(path=self.path, after=self.after, before=self.before, min_score=self.min_score)
+        return SearchFilter.parse(
+            path=self.path, after=self.after, before=self.before, min_score=self.min_score, camera=self.camera,
+            lens=self.lens, focal=self.focal, iso=self.iso, near=self.near, within=self.within,
+            has_gps=self.has_gps, tag=self.tag,
+        )
 
 
 def hit_model(
@@ -53,7 +68,12 @@ def hit_model(
 ImageHit = hit_model(
     ImageResult,
     "ImageHit",
-    {"taken_at": "EXIF capture time, ISO 8601 in the server's time zone."},
+    {
+        "taken_at": "EXIF capture time, ISO 8601 in the server's time zone.",
+        "lat": "Latitude in degrees (south negative); null unless the request has `gps=1`.",
+        "lon": "Longitude in degrees (west negative); null unless the request has `gps=1`.",
+        "tags": "Tags from `clipdex tag` and folder tags.",
+    },
     links=("thumbnail_url", "image_url"),  # added by service.result_dict
 )
 TextHit = hit_model(TextResult, "TextHit", {})

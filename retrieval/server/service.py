@@ -60,7 +60,7 @@ class SearchService:
                 filters=filters, sort=options.sort, texts=options.texts, model=self.settings.model,
                 allow_files=False,
             )
-        return [result_dict(r) for r in results]
+        return [result_dict(r, gps=options.gps) for r in results]
 
     def _decode_upload(self, data: bytes) -> QueryImage:
         """An upload checked from its header, then decoded outside the library lock."""
@@ -126,10 +126,15 @@ class SearchService:
                 self._row(int(term.value))
 
 
-def result_dict(result: Result) -> dict[str, object]:
-    """The CLI's --json fields, plus the URLs of an image's thumbnail and file."""
+def result_dict(result: Result, gps: bool = False) -> dict[str, object]:
+    """The CLI's --json fields, plus the URLs of an image's thumbnail and file.
+
+    A photo's position is where someone lives: it goes out only to a request that asks (`gps=1`).
+    """
     d = result.to_dict()
     if isinstance(result, ImageResult):
+        if not gps:
+            d["lat"] = d["lon"] = None
         d["thumbnail_url"] = thumbnail_url(result.id)
         d["image_url"] = image_url(result.id)
     return d

@@ -8,6 +8,19 @@ import { baseName, clearResults, renderTexts, renderTiles, setState, showChip, s
 import { state } from "./state.js";
 import { closeViewer, describe, openViewer } from "./viewer.js";
 
+// Camera, lens, focal, ISO, place and tag filters: each input's id is its API parameter and its name in
+// the page's own URL; has_gps is a checkbox.
+const EXIF_FILTERS = ["camera", "lens", "focal", "iso", "near", "within", "tag"];
+
+function exifFiltersOn() {
+  return EXIF_FILTERS.filter((id) => $(id).value.trim()).length + ($("has_gps").checked ? 1 : 0);
+}
+
+function setExifParams(p) {
+  for (const id of EXIF_FILTERS) if ($(id).value.trim()) p.set(id, $(id).value.trim());
+  if ($("has_gps").checked) p.set("has_gps", "true");
+}
+
 function searchParams(offset) {
   const p = new URLSearchParams({ top: String(PAGE), offset: String(offset) });
   if (state.mode === "texts") {
@@ -19,11 +32,13 @@ function searchParams(offset) {
   if ($("after").value) p.set("after", $("after").value);
   if ($("before").value) p.set("before", nextDay($("before").value)); // "To" is inclusive for people
   if ($("sort").value !== "score") p.set("sort", $("sort").value);
+  setExifParams(p);
   return p;
 }
 
 function hasFilters() {
-  return Boolean($("folder").value.trim() || $("after").value || $("before").value || $("sort").value !== "score");
+  return Boolean($("folder").value.trim() || $("after").value || $("before").value || $("sort").value !== "score" ||
+    exifFiltersOn());
 }
 
 function pageUrl() {
@@ -36,6 +51,7 @@ function pageUrl() {
   if ($("after").value) p.set("from", $("after").value);
   if ($("before").value) p.set("to", $("before").value);
   if ($("sort").value !== "score") p.set("sort", $("sort").value);
+  setExifParams(p);
   const query = p.toString();
   return query ? `/?${query}` : "/";
 }
@@ -46,6 +62,8 @@ function restoreFromUrl() {
   $("after").value = p.get("from") || "";
   $("before").value = p.get("to") || "";
   $("sort").value = p.get("sort") === "date" ? "date" : "score";
+  for (const id of EXIF_FILTERS) $(id).value = p.get(id) || "";
+  $("has_gps").checked = p.get("has_gps") === "true";
   setMode(p.get("mode") === "texts" ? "texts" : "photos", false);
   if (p.get("q")) {
     $("q").value = p.get("q");
@@ -114,7 +132,7 @@ async function loadPage(seq) {
     state.results.push(...page);
     setState(null);
     if (state.mode === "texts") renderTexts($("text-results"), page, start === 0);
-    else renderTiles(page, start, openViewer);
+    else renderTiles(page, start, openViewer, filterByTag);
     if (state.results.length === 0) showEmpty(hasFilters(), clearFilters);
   } catch (e) {
     if (seq !== state.seq) return;
@@ -195,9 +213,10 @@ function setMode(mode, rerun = true) {
 
 function updateFilterControls() {
   const off = state.mode === "texts";
-  for (const id of ["folder", "after", "before", "sort"]) $(id).disabled = off;
+  for (const id of ["folder", "after", "before", "sort", ...EXIF_FILTERS, "has_gps"]) $(id).disabled = off;
   $("clear-filters").hidden = !hasFilters();
-  const active = [$("folder").value.trim(), $("after").value, $("before").value, $("sort").value !== "score"].filter(Boolean).length;
+  const active = [$("folder").value.trim(), $("after").value, $("before").value, $("sort").value !== "score"].filter(Boolean).length +
+    exifFiltersOn();
   $("filter-count").textContent = String(active);
   $("filter-count").hidden = active === 0;
 }
@@ -212,8 +231,15 @@ function clearFilters() {
   $("after").value = "";
   $("before").value = "";
   $("sort").value = "score";
+  for (const id of EXIF_FILTERS) $(id).value = "";
+  $("has_gps").checked = false;
   updateFilterControls();
   if (state.source) runSearch();
+}
+
+function filterByTag(tag) {  // a tag chip on a tile: show only the photos with that tag
+  $("tag").value = tag;
+  filtersChanged();
 }
 
 function filtersChanged() {
@@ -265,6 +291,10 @@ function bindEvents() {
   $("after").addEventListener("change", filtersChanged);
   $("before").addEventListener("change", filtersChanged);
   $("sort").addEventListener("change", filtersChanged);
+  for (const id of [...EXIF_FILTERS, "has_gps"]) {
+    $(id).addEventListener("change", filtersChanged);
+    $(id).addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); $(id).blur(); } });
+  }
   $("clear-filters").addEventListener("click", clearFilters);
   $("filters-toggle").addEventListener("click", toggleFilters);
 

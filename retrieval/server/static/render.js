@@ -28,7 +28,7 @@ export function clearResults() {
   $("sentinel").hidden = true;
 }
 
-export function renderTiles(page, start, onOpen) {
+export function renderTiles(page, start, onOpen, onTag) {
   const grid = $("grid");
   if (start === 0) grid.replaceChildren();
   page.forEach((hit, i) => {
@@ -44,9 +44,26 @@ export function renderTiles(page, start, onOpen) {
     img.addEventListener("load", () => img.classList.add("loaded"), { once: true });
     img.src = hit.thumbnail_url;
     tile.append(img, el("span", "score", score(hit.score)), el("span", "name", baseName(hit.path)));
+    if (hit.tags && hit.tags.length) tile.append(tagChips(hit.tags, onTag));
     tile.addEventListener("click", () => onOpen(start + i));
     grid.append(tile);
   });
+}
+
+function tagChips(tags, onTag) {
+  // Inside a tile (itself a button), so each chip is a span that acts as a button.
+  const box = el("span", "tags");
+  for (const tag of tags) {
+    const chip = el("span", "chip", tag);
+    chip.setAttribute("role", "button");
+    chip.tabIndex = 0;
+    chip.title = `Only photos tagged ${tag}`;
+    const pick = (e) => { e.stopPropagation(); e.preventDefault(); onTag(tag); };
+    chip.addEventListener("click", pick);
+    chip.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") pick(e); });
+    box.append(chip);
+  }
+  return box;
 }
 
 export function renderTexts(list, hits, replace) {

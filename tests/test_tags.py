@@ -1,0 +1,197 @@
+"""`clipdex tag`: zero-shot tags at calibrated thresholds, re-tagging only what changed, folder tags, --tag."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from conftest import TINY, make_photo
+from indexer.encode import encode_texts
+from indexer.filters import SearchFilter
+from retrieval import tagging
+from retrieval.demo import world
+from retrieval.library import Library
+from retrieval.search import ImageResult
+from serverkit import client_for
+
+LABELS = [*world.COLOURS, *world.BASE.shapes]
+SEED = 1515
+
+
+def truth_of(scenes: list[world.Scene]) -> np.ndarray:
+    return np.array([[any(lab in (t.colour, t.shape) for t in s.things) for lab in LABELS] for s in scenes])
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Library, list[world.Scene], tagging.TagReport]]:
+    """120 world scenes indexed with clipdex-tiny and tagged with the world's colours and shapes;
+    the even ones in a folder `even`, which folder tags add."""
+    folder = tmp_path_factory.mktemp("tags")
+    scenes = world.make_scenes(120, SEED, world.BASE, split="test")
+    world.write_world(folder / "photos", scenes)
+    (folder / "photos" / "even").mkdir()
+    for n in range(0, len(scenes), 2):
+        (folder / "photos" / f"scene{n:05d}.png").rename(folder / "photos" / "even" / f"scene{n:05d}.png")
+    lib = Library.open(folder / "lib")
+    lib.index([folder / "photos"], model=TINY)
+    report = lib.tag(LABELS, folder_tags=True)
+    yield lib, scenes, report
+    lib.close()
+
+
+def ids_by_scene(lib: Library, count: int) -> list[int]:
+    everything = lib.catalog.filter_ids("image", SearchFilter()).tolist()
+    by_name = {Path(r.path or "").name: i for i, r in lib.catalog.items(everything).items()}
+    return [by_name[f"scene{n:05d}.png"] for n in range(count)]
+
+
+def reference_scores(lib: Library, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The documented rule, recomputed here from the stored vectors with numpy: (scores (N, L), thresholds (L,))."""
+    model = lib.active_model()
+    assert model is not None
+    encoder = lib.encoder(TINY)
+    prompts = encode_texts(encoder, [t.format(lab) for lab in LABELS for t in tagging.TEMPLATES])
+    labels = prompts.reshape(len(LABELS), len(tagging.TEMPLATES), -1).mean(axis=1)
+    labels /= np.linalg.norm(labels, axis=1, keepdims=True)  # (L, D)
+    background = encode_texts(encoder, list(tagging.BACKGROUND))  # (K, D), one prompt each
+    all_ids, every = lib.catalog.vectors(model.id, "image")
+    assert len(LABELS) >= tagging.CENTRE_ON_LABELS  # centred on the labels alone
+    s_all, b_all = every @ labels.T, every @ background.T
+    base = s_all.mean(axis=1, keepdims=True)
+    rel, rel_b = s_all - base, b_all - base
+    z = (rel_b - rel_b.mean(axis=0)) / rel_b.std(axis=0)
+    own = rel.mean(axis=0) + np.quantile(z, 1 - tagging.ALPHA) * rel.std(axis=0)
+    thresholds = np.maximum(own, np.quantile(rel_b, tagging.FLOOR_QUANTILE))
+    row = {int(i): n for n, i in enumerate(all_ids)}
+    return rel[[row[i] for i in ids]], thresholds
+
+
+def test_tags_are_the_labels_above_thresholds_calibrated_by_the_documented_rule(tagged) -> None:  # type: ignore[no-untyped-def]
+    lib, scenes, report = tagged
+    ids = ids_by_scene(lib, len(scenes))
+    scores, thresholds = reference_scores(lib, ids)
+    assert (report.calibrated, report.tagged, report.unchanged, report.waiting) == (True, 120, 0, 0)
+    # The library's encoder runs in bf16 where the CPU has it: about 1e-3 of noise between two encodings.
+    np.testing.assert_allclose([report.thresholds[lab] for lab in LABELS], thresholds, atol=2e-3)
+    expected = {
+        i: sorted([LABELS[j] for j in np.flatnonzero(row > thresholds)] + (["even"] if n % 2 == 0 else []))
+        for n, (i, row) in enumerate(zip(ids, scores))
+    }
+    margin = np.abs(scores - thresholds).min(axis=1)
+    clear = [i for i, m in zip(ids, margin) if m > 5e-3]  # leave out scores within that noise of a threshold
+    assert len(clear) > 80
+    got = lib.catalog.tags_of(ids)
+    assert {i: got.get(i, []) for i in clear} == {i: expected[i] for i in clear}
+    assert report.tags == sum(len(v) for v in got.values())  # the labels' and the 60 folder tags
+    assert (report.folder_tagged, sum("even" in v for v in got.values())) == (120, 60)
+
+
+def test_colour_tags_are_precise_on_the_synthetic_world(tagged) -> None:  # type: ignore[no-untyped-def]
+    """Colours: precision at least 0.9 (pooled over the six), far above a permuted control."""
+    lib, scenes, _ = tagged
+    ids = ids_by_scene(lib, len(scenes))
+    got = lib.catalog.tags_of(ids)
+    pred = np.array([[lab in got.get(i, []) for lab in LABELS] for i in ids])
+    truth = truth_of(scenes)
+    colours = slice(0, len(world.COLOURS))
+    precision = (pred & truth)[:, colours].sum() / pred[:, colours].sum()
+    control = truth[np.random.default_rng(0).permutation(len(scenes))]
+    chance = (pred & control)[:, colours].sum() / pred[:, colours].sum()
+    assert precision >= 0.9 and chance < 0.35, (precision, chance)
+
+
+@pytest.mark.xfail(strict=True, reason="clipdex-tiny barely tells shapes apart (benchmarks/tags.py: best recall at "
+                   "P>=0.9 is about 0 for every shape at any threshold), and colours miss recall 0.8")
+def test_issue_targets_precision_09_recall_08_for_every_label(tagged) -> None:  # type: ignore[no-untyped-def]
+    lib, scenes, _ = tagged
+    ids = ids_by_scene(lib, len(scenes))
+    got = lib.catalog.tags_of(ids)
+    pred = np.array([[lab in got.get(i, []) for lab in LABELS] for i in ids])
+    truth = truth_of(scenes)
+    tp = (pred & truth).sum(axis=0)
+    assert ((tp / np.maximum(pred.sum(axis=0), 1) >= 0.9) & (tp / truth.sum(axis=0) >= 0.8)).all()
+
+
+def test_tag_filters_before_ranking_and_results_carry_tags(tagged) -> None:  # type: ignore[no-untyped-def]
+    lib, scenes, _ = tagged
+    ids = ids_by_scene(lib, len(scenes))
+    tags = lib.catalog.tags_of(ids)
+    red = sorted(i for i in ids if "red" in tags.get(i, []))
+    other = "even"  # a folder tag
+    red_circle = sorted(i for i in red if other in tags[i])
+    assert red and red_circle
+    results = lib.search("a large blue square", top=200, filters=SearchFilter.parse(tag=["red"]))
+    assert sorted(r.id for r in results) == red  # every red-tagged photo, however it ranks
+    assert all(isinstance(r, ImageResult) and r.tags == tags[r.id] for r in results)
+    assert sorted(lib.catalog.filter_ids("image", SearchFilter.parse(tag=["red", other])).tolist()) == red_circle
+    assert lib.search("red", top=5, filters=SearchFilter.parse(tag=["no such tag"])) == []
+
+    client = client_for(lib)
+    hits = client.get("/api/v1/search", params={"q": "a circle", "tag": ["red", other], "top": 200}).json()["results"]
+    assert sorted(h["id"] for h in hits) == red_circle and all(other in h["tags"] for h in hits)
+
+    out = CliRunner().invoke(app, ["search", "a circle", "--library", str(lib.home), "--tag", "red", "--json", "--top", "3"])
+    assert out.exit_code == 0, out.output
+    hits = json.loads(out.stdout)
+    assert len(hits) == 3 and all(h["id"] in red and h["tags"] == tags[h["id"]] for h in hits)
+
+
+def test_re_tagging_touches_only_new_and_changed_photos_or_all_for_new_labels(tmp_path: Path) -> None:
+    scenes = world.make_scenes(36, SEED + 1, world.BASE, split="test")
+    photos = tmp_path / "photos"
+    world.write_world(photos, scenes[:30])
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("# the world's colours and shapes\n" + "\n".join(LABELS) + "\n\n")
+    home = tmp_path / "lib"
+    with Library.open(home) as lib:
+        lib.index([photos], model=TINY)
+    out = CliRunner().invoke(app, ["tag", "--labels", str(labels_file), "--library", str(home), "--json"])
+    assert out.exit_code == 0, out.output
+    first = json.loads(out.stdout)
+    assert (first["model"], first["labels"], first["calibrated"], first["tagged"], first["unchanged"]) == (
+        "clipdex-tiny", 10, True, 30, 0)  # fmt: skip
+    with Library.open(home) as lib:
+        report = lib.tag(LABELS)
+        assert (report.tagged, report.unchanged, report.calibrated) == (0, 30, False)
+
+        world.write_world(photos, scenes, name="more.csv")  # six new pictures; the first thirty rewritten identically
+        shutil.copy(photos / "scene00033.png", photos / "scene00003.png")  # one changed
+        lib.index()
+        again = lib.tag(LABELS)
+        assert (again.calibrated, again.tagged, again.unchanged) == (False, 7, 29)
+        assert again.to_dict()["thresholds"] == first["thresholds"]
+
+        changed = lib.tag(LABELS[:-1])  # a new label set: every photo again, new thresholds
+        assert (changed.calibrated, changed.tagged, changed.unchanged, changed.labels) == (True, 36, 0, 9)
+        assert "cross" not in lib.tags()
+
+
+def test_folder_tags_are_the_folders_below_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    make_photo(root / "2021" / "Beach trip" / "a.jpg", seed=1)
+    make_photo(root / "2021" / "b.jpg", seed=2)
+    make_photo(root / "c.jpg", seed=3)
+    with Library.open(tmp_path / "lib") as lib:
+        lib.index([root], model=TINY)
+        report = lib.tag(folder_tags=True)
+        assert (report.folder_tagged, report.folder_unchanged, report.labels) == (3, 0, 0)
+        assert lib.tags() == {"2021": 2, "Beach trip": 1}
+        (root / "2021" / "Beach trip").rename(root / "2021" / "Sea")
+        lib.index()
+        report = lib.tag(folder_tags=True)
+        assert (report.folder_tagged, report.folder_unchanged) == (1, 2)  # the moved photo only
+        assert lib.tags() == {"2021": 2, "Sea": 1}
+        hits = lib.search("a photo", top=10, filters=SearchFilter.parse(tag=["Sea"]))
+        assert [(Path(h.path).name, h.tags) for h in hits if isinstance(h, ImageResult)] == [("a.jpg", ["2021", "Sea"])]
+
+
+def test_read_labels_skips_blanks_comments_and_repeats() -> None:
+    assert tagging.read_labels("beach\n\n# a comment\n  dog \nbeach\n") == ["beach", "dog"]
+    assert len(tagging.STARTER_LABELS) == len(set(tagging.STARTER_LABELS)) >= 30
