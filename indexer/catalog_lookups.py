@@ -97,6 +97,14 @@ class CatalogLookups(CatalogConnection):
         norms = np.linalg.norm(mat, axis=1, keepdims=True)  # (N, 1)
         return out_ids, mat / np.maximum(norms, 1e-12)
 
+    def photo_files(self) -> dict[int, tuple[bytes, str | None]]:
+        """(path bytes, content hash) of every indexed image item, by id: what duplicate grouping reads."""
+        q = select(items.c.id, items.c.path, items.c.content_hash).where(
+            items.c.kind == IMAGE, items.c.status == INDEXED
+        )
+        with self._read() as conn:
+            return {r.id: (bytes(r.path), r.content_hash) for r in conn.execute(q)}
+
     # -- look-ups for search ---------------------------------------------------------------
 
     def filter_ids(self, kind: str, flt: SearchFilter) -> np.ndarray:

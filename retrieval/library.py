@@ -34,6 +34,7 @@ from indexer.scan import is_under
 from indexer.texts import read_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
+from retrieval.duplicates import DuplicateConfig, DuplicateReport, Photo, find_duplicates
 from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
@@ -105,6 +106,7 @@ class Library:
         derived.remove_stale_work(home)  # an export killed half-way, like a half-written index file
         self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
+        self._duplicates: dict[tuple[str, int, DuplicateConfig], DuplicateReport] = {}  # the last report
         self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
         self.exports = ExportedTowers(home, lambda message: self.notify(message))
 
@@ -406,6 +408,29 @@ class Library:
         """The folders (and single files) indexed into this library, as real paths."""
         return self.catalog.list_roots()
 
+    # -- duplicates (clipdex duplicates, search --collapse) -----------------------------------
+
+    def duplicates(self, config: DuplicateConfig = DuplicateConfig(), *, model: ModelSpec | None = None) -> DuplicateReport:
+        """Group the library's photos into exact copies, near copies and bursts (retrieval/duplicates.py).
+
+        Reads nothing but the catalog, and the files of candidate pairs; deletes nothing.
+        The last report per model and config is kept until the catalog's vectors change.
+        Raises NoVectors when the model has not indexed this library.
+        """
+        row, _ = self._model_for_search(model)
+        key = (row.fingerprint, self.catalog.current_seq(row.id, IMAGE), config)
+        cached = self._duplicates.get(key)
+        if cached is not None:
+            return cached
+        ids, vectors = self.catalog.vectors(row.id, IMAGE)
+        files = self.catalog.photo_files()
+        rows = self.catalog.items([int(i) for i in ids if int(i) in files])
+        keep = [n for n, i in enumerate(ids.tolist()) if i in rows]
+        photos = [_photo(rows[i], files[i]) for i in ids[keep].tolist()]
+        report = find_duplicates(photos, vectors[keep] if keep else np.zeros((0, row.dim), np.float32), config, model=row.fingerprint)
+        self._duplicates = {key: report}
+        return report
+
     # -- status ----------------------------------------------------------------------------
 
     def status(self, *, errors: bool = False) -> LibraryStatus:
@@ -440,6 +465,13 @@ class Library:
             size_bytes=size,
             errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
         )
+
+
+def _photo(row: ItemRow, file: tuple[bytes, str | None]) -> Photo:
+    return Photo(
+        row.id, file[0], row.path or path_str(file[0]), row.size, row.width, row.height,
+        row.taken_at, row.date_key, file[1],
+    )
 
 
 def _real(path: str | os.PathLike[str]) -> bytes:
