@@ -333,6 +333,7 @@ class Library:
         model: ModelSpec | None = None,
         force_image: bool = False,
         allow_files: bool = True,
+        collapse: DuplicateConfig | None = None,
     ) -> list[Result]:
         """Rank images (or texts, with texts=True) against a weighted query.
 
@@ -340,6 +341,7 @@ class Library:
         `image` is an image file's bytes (an upload), or one decoded with `query_input_spec`,
         used as a query term of weight 1.
         With allow_files=False no path named in a term is read (the HTTP server).
+        `collapse` (a grouping config) leaves out every duplicate group's members but its keeper.
         Raises QueryError for a malformed term and NoVectors when the model has not indexed this library.
         """
         if query is None and image is None:
@@ -355,9 +357,10 @@ class Library:
             terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache, encode_text=encode_text
         )
         kind = TEXT if texts else IMAGE
+        hidden = frozenset(self.duplicates(collapse, model=model).hidden_ids()) if collapse and not texts else frozenset()
         return rank(
             vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,
-            top=top, offset=offset, filters=filters, sort=sort,
+            top=top, offset=offset, filters=filters, sort=sort, hidden=hidden,
         )
 
     def _text_tower(self, row: ModelRow, get_encoder: Callable[[], Encoder]) -> TextEncodeFn:
