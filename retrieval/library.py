@@ -34,7 +34,8 @@ from indexer.scan import is_under
 from indexer.texts import read_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
-from retrieval.duplicates import DuplicateConfig, DuplicateReport, Photo, find_duplicates
+from indexer.image_hashes import perceptual_hash
+from retrieval.duplicates import DuplicateConfig, DuplicateReport, HashFn, Photo, find_duplicates
 from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
@@ -106,7 +107,7 @@ class Library:
         derived.remove_stale_work(home)  # an export killed half-way, like a half-written index file
         self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
-        self._duplicates: dict[tuple[str, int, DuplicateConfig], DuplicateReport] = {}  # the last report
+        self._duplicates: dict[tuple[str, int, DuplicateConfig, HashFn], DuplicateReport] = {}  # the last report
         self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
         self.exports = ExportedTowers(home, lambda message: self.notify(message))
 
@@ -413,15 +414,18 @@ class Library:
 
     # -- duplicates (clipdex duplicates, search --collapse) -----------------------------------
 
-    def duplicates(self, config: DuplicateConfig = DuplicateConfig(), *, model: ModelSpec | None = None) -> DuplicateReport:
+    def duplicates(
+        self, config: DuplicateConfig = DuplicateConfig(), *, model: ModelSpec | None = None, hash_fn: HashFn = perceptual_hash
+    ) -> DuplicateReport:
         """Group the library's photos into exact copies, near copies and bursts (retrieval/duplicates.py).
 
         Reads nothing but the catalog, and the files of candidate pairs; deletes nothing.
+        `hash_fn` is the perceptual hash (benchmarks/duplicates.py compares others).
         The last report per model and config is kept until the catalog's vectors change.
         Raises NoVectors when the model has not indexed this library.
         """
         row, _ = self._model_for_search(model)
-        key = (row.fingerprint, self.catalog.current_seq(row.id, IMAGE), config)
+        key = (row.fingerprint, self.catalog.current_seq(row.id, IMAGE), config, hash_fn)
         cached = self._duplicates.get(key)
         if cached is not None:
             return cached
@@ -430,7 +434,7 @@ class Library:
         rows = self.catalog.items([int(i) for i in ids if int(i) in files])
         keep = [n for n, i in enumerate(ids.tolist()) if i in rows]
         photos = [_photo(rows[i], files[i]) for i in ids[keep].tolist()]
-        report = find_duplicates(photos, vectors[keep] if keep else np.zeros((0, row.dim), np.float32), config, model=row.fingerprint)
+        report = find_duplicates(photos, vectors[keep] if keep else np.zeros((0, row.dim), np.float32), config, model=row.fingerprint, hash_fn=hash_fn)
         self._duplicates = {key: report}
         return report
 
