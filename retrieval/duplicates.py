@@ -215,7 +215,10 @@ def _group(members: list[int], photos: Sequence[Photo], exact: _UnionFind, near:
         else:
             match = "burst"
         out.append(Member(p.id, p.display_path, p.size, p.width, p.height, iso_time(p.taken_at), match))
-    tier = max((t for t in TIERS if any(m.match == t for m in out)), key=TIERS.index, default="exact")
+    tier: Tier = "exact"
+    for t in TIERS:
+        if any(m.match == t for m in out):
+            tier = t
     return DuplicateGroup(tier, photos[keep].id, KEEPER_RULE, _why(photos[keep], [photos[n] for n in order[1:]]), tuple(out))
 
 
