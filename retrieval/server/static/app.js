@@ -7,6 +7,7 @@ import { baseName, clearResults, renderTexts, renderTiles, setState, showChip, s
   showWelcome, stateArt, updateSummary } from "./render.js";
 import { state } from "./state.js";
 import { closeViewer, describe, openViewer } from "./viewer.js";
+import { hideDuplicates, showDuplicates } from "./duplicates.js";
 
 function searchParams(offset) {
   const p = new URLSearchParams({ top: String(PAGE), offset: String(offset) });
@@ -19,6 +20,7 @@ function searchParams(offset) {
   if ($("after").value) p.set("after", $("after").value);
   if ($("before").value) p.set("before", nextDay($("before").value)); // "To" is inclusive for people
   if ($("sort").value !== "score") p.set("sort", $("sort").value);
+  if ($("collapse").checked) p.set("collapse", "true");
   return p;
 }
 
@@ -87,6 +89,7 @@ async function runSearch(push = true) {
   if (!state.source) { showWelcome(searchText); return; }
   if (push) history.pushState(null, "", pageUrl());
   const seq = ++state.seq;
+  hideDuplicates();
   state.results = [];
   state.offset = 0;
   state.done = false;
@@ -267,6 +270,8 @@ function bindEvents() {
   $("sort").addEventListener("change", filtersChanged);
   $("clear-filters").addEventListener("click", clearFilters);
   $("filters-toggle").addEventListener("click", toggleFilters);
+  $("collapse").addEventListener("change", filtersChanged);
+  $("show-duplicates").addEventListener("click", () => { ++state.seq; showDuplicates(); });
 
   $("viewer-close").addEventListener("click", closeViewer);
   $("viewer-prev").addEventListener("click", () => openViewer(state.viewerIndex - 1));
