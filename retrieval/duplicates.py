@@ -20,6 +20,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
+from indexer.errors import QueryOptionError
 from indexer.image_hashes import hamming, perceptual_hash, pixel_digest
 from indexer.neighbours import pairs_within
 from retrieval.search import iso_time
@@ -42,9 +43,9 @@ class DuplicateConfig:
 
     def __post_init__(self) -> None:
         if self.tier not in TIERS:
-            raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {self.tier!r}")
-        if not self.window_s >= 0:
-            raise ValueError(f"the burst window must be 0 s or more, not {self.window_s}")
+            raise QueryOptionError("tier", self.tier, f"one of {', '.join(TIERS)}")
+        if not 0 <= self.window_s < float("inf"):
+            raise QueryOptionError("window_s", self.window_s, "a number of seconds, 0 or more")
 
 
 @dataclass(frozen=True)

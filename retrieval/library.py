@@ -28,6 +28,7 @@ from indexer.decode import InputSpec, path_str
 from indexer import derived
 from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow
+from indexer.catalog_lookups import PhotoFacts
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
@@ -430,11 +431,11 @@ class Library:
         if cached is not None:
             return cached
         ids, vectors = self.catalog.vectors(row.id, IMAGE)
-        files = self.catalog.photo_files()
-        rows = self.catalog.items([int(i) for i in ids if int(i) in files])
-        keep = [n for n, i in enumerate(ids.tolist()) if i in rows]
-        photos = [_photo(rows[i], files[i]) for i in ids[keep].tolist()]
-        report = find_duplicates(photos, vectors[keep] if keep else np.zeros((0, row.dim), np.float32), config, model=row.fingerprint, hash_fn=hash_fn)
+        facts = {f.id: f for f in self.catalog.photo_facts()}
+        keep = [n for n, i in enumerate(ids.tolist()) if i in facts]  # vectors of indexed photos only
+        photos = [_photo(facts[i]) for i in ids[keep].tolist()]
+        vecs = vectors[keep] if keep else np.zeros((0, row.dim), np.float32)
+        report = find_duplicates(photos, vecs, config, model=row.fingerprint, hash_fn=hash_fn)
         self._duplicates = {key: report}
         return report
 
@@ -474,10 +475,10 @@ class Library:
         )
 
 
-def _photo(row: ItemRow, file: tuple[bytes, str | None]) -> Photo:
+def _photo(f: PhotoFacts) -> Photo:
     return Photo(
-        row.id, file[0], row.path or path_str(file[0]), row.size, row.width, row.height,
-        row.taken_at, row.date_key, file[1],
+        f.id, f.path, f.display_path or path_str(f.path), f.size, f.width, f.height, f.taken_at, f.date_key,
+        f.content_hash,
     )
 
 

@@ -163,3 +163,22 @@ def test_pairs_within_matches_brute_force(monkeypatch: pytest.MonkeyPatch) -> No
     i, j, _ = neighbours.pairs_within(x, 0.95)
     found = set(zip(i.tolist(), j.tolist()))
     assert found <= want and len(found) >= 0.95 * len(want)
+
+
+def test_http_duplicates_and_collapse(indexed: tuple[Path, Path]) -> None:
+    from serverkit import client_for
+
+    photos, home = indexed
+    with Library.open(home) as lib:
+        want = lib.duplicates(DuplicateConfig(tier="near")).to_dict()
+        collapsed = [r.id for r in lib.search("item:1", top=8, collapse=DuplicateConfig())]
+        with client_for(lib) as client:
+            body = client.get("/api/v1/duplicates", params={"tier": "near"}).json()
+            hits = client.get("/api/v1/search", params={"q": "item:1", "top": 8, "collapse": "true"}).json()
+            bad = client.get("/api/v1/duplicates", params={"tier": "similar"})
+    for group in want["groups"]:  # type: ignore[union-attr]
+        for m in group["members"]:
+            m |= {"thumbnail_url": f"/api/v1/items/{m['id']}/thumbnail", "image_url": f"/api/v1/items/{m['id']}/image"}
+    assert body == want
+    assert [h["id"] for h in hits["results"]] == collapsed
+    assert bad.status_code == 422
