@@ -433,8 +433,7 @@ def test_duplicates_show_as_stacks_and_collapse_leaves_keepers(tab: Tab, server:
     first.scroll_into_view_if_needed()
     tab.shot("desktop-duplicates")
 
-    page.click("#filters-toggle")
-    page.check("#collapse")
+    page.check("#collapse")  # on a desktop the filter fields are always shown
     tab.search("a sunny beach")
     want = server.ids("/api/v1/search", q="a sunny beach", top=60, collapse="true")
     page.wait_for_function(f"() => document.querySelectorAll('.tile[data-id]').length === {len(want)}")
