@@ -87,7 +87,7 @@ class DuplicateGroup:
     keeper: int  # item id
     rule: str
     why: str
-    members: tuple[Member, ...]  # the keeper first
+    members: tuple[Member, ...]  # the keeper, then its exact, near and burst matches
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -202,20 +202,21 @@ def _near_components(photos: Sequence[Photo], exact: _UnionFind, edges: list[tup
 
 
 def _group(members: list[int], photos: Sequence[Photo], exact: _UnionFind, near: _UnionFind) -> DuplicateGroup:
-    order = sorted(members, key=lambda n: _keeper_key(photos[n]))
-    keep = order[0]
+    keep = min(members, key=lambda n: _keeper_key(photos[n]))
+
+    def match(n: int) -> str:
+        if n == keep:
+            return "keeper"
+        if exact.find(n) == exact.find(keep):
+            return "exact"
+        return "near" if near.find(n) == near.find(keep) else "burst"
+
+    rank = {"keeper": 0, "exact": 1, "near": 2, "burst": 3}
+    order = sorted(members, key=lambda n: (rank[match(n)], _keeper_key(photos[n])))  # keeper, then closest first
     out = []
     for n in order:
         p = photos[n]
-        if n == keep:
-            match = "keeper"
-        elif exact.find(n) == exact.find(keep):
-            match = "exact"
-        elif near.find(n) == near.find(keep):
-            match = "near"
-        else:
-            match = "burst"
-        out.append(Member(p.id, p.display_path, p.size, p.width, p.height, iso_time(p.taken_at), match))
+        out.append(Member(p.id, p.display_path, p.size, p.width, p.height, iso_time(p.taken_at), match(n)))
     tier: Tier = "exact"
     for t in TIERS:
         if any(m.match == t for m in out):
