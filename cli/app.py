@@ -15,7 +15,7 @@ import click
 import typer
 import typer.core
 
-from cli import demo_cmd, info_cmds, search_cmd, serve_cmd, tag_cmd, train_cmds, write_cmds
+from cli import demo_cmd, duplicates_cmd, info_cmds, search_cmd, serve_cmd, tag_cmd, train_cmds, write_cmds
 from cli.error_lines import error_line
 from cli.render import note
 from retrieval.errors import ClipdexError
@@ -58,6 +58,7 @@ app.command("eval")(train_cmds.evaluate)
 app.command("use")(train_cmds.use)
 app.command("demo")(demo_cmd.demo)
 app.command("tag")(tag_cmd.tag)
+app.command("duplicates")(duplicates_cmd.duplicates)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from cli.options import (
 from cli.render import echo, note, print_json
 
 if TYPE_CHECKING:
+    from retrieval.duplicates import DuplicateConfig
     from retrieval.query import SearchFilter
 
 
@@ -49,6 +50,7 @@ def search(
     tag: Annotated[list[str], typer.Option("--tag", help="Only photos with this tag (repeat: all of them).")] = [],
     sort: Annotated[Sort, typer.Option("--sort", help="Order the top results by score or by date (newest first).")] = Sort.score,
     texts: Annotated[bool, typer.Option("--texts", help="Search the text collection instead of the images.")] = False,
+    collapse: Annotated[bool, typer.Option("--collapse", help="Show each duplicate group (see `clipdex duplicates`) as its keeper only.")] = False,
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     library: LibraryOpt = None,
@@ -66,7 +68,7 @@ def search(
         lib.notify = note
         results = lib.search(
             query, add=add, sub=sub, top=top, filters=filters, sort=sort.value, texts=texts,
-            model=model_spec(model, checkpoint), force_image=image,
+            model=model_spec(model, checkpoint), force_image=image, collapse=_collapse(collapse),
         )
     if as_json:
         print_json([r.to_dict() for r in results])
@@ -96,3 +98,9 @@ def search_filter(
         )
     except InvalidFilter as e:
         raise e.renamed("--" + e.name.replace("_", "-")) from None
+
+
+def _collapse(on: bool) -> DuplicateConfig | None:
+    from retrieval.duplicates import DuplicateConfig
+
+    return DuplicateConfig() if on else None

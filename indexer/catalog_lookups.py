@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 from sqlalchemy import and_, func, or_, select
@@ -12,6 +12,20 @@ from indexer.catalog_connection import CatalogConnection, _chunks
 from indexer.filters import SearchFilter
 from indexer.items import IMAGE, INDEXED, SKIPPED, FileRow, ItemRow
 from indexer.schema import embeddings, items
+
+
+class PhotoFacts(NamedTuple):
+    """An indexed photo as `clipdex duplicates` sees it."""
+
+    id: int
+    path: bytes
+    display_path: str | None
+    size: int | None
+    width: int | None
+    height: int | None
+    taken_at: float | None  # EXIF capture time
+    date_key: float | None  # capture time, else mtime
+    content_hash: str | None
 
 
 class CatalogLookups(CatalogConnection):
@@ -111,6 +125,18 @@ class CatalogLookups(CatalogConnection):
         mat = np.frombuffer(blob, dtype=self.vector_dtype).astype(np.float32).reshape(len(rows), -1)  # (N, D)
         norms = np.linalg.norm(mat, axis=1, keepdims=True)  # (N, 1)
         return out_ids, mat / np.maximum(norms, 1e-12)
+
+    def photo_facts(self) -> list[PhotoFacts]:
+        """What duplicate grouping needs of every indexed image item, by id, in one query."""
+        c = items.c
+        q = (
+            select(c.id, c.path, c.display_path, c.size, c.width, c.height, c.taken_at, c.date_key, c.content_hash)
+            .where(c.kind == IMAGE, c.status == INDEXED)
+            .order_by(c.id)
+        )
+        with self._read() as conn:
+            rows = conn.execute(q).tuples().all()
+        return [PhotoFacts(i, bytes(p), *rest) for i, p, *rest in rows]
 
     # -- look-ups for search ---------------------------------------------------------------
 

@@ -28,12 +28,15 @@ from indexer.decode import InputSpec, path_str
 from indexer import derived
 from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow
+from indexer.catalog_lookups import PhotoFacts
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
 from indexer.texts import read_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
+from indexer.image_hashes import perceptual_hash
+from retrieval.duplicates import DuplicateConfig, DuplicateReport, HashFn, Photo, find_duplicates
 from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
@@ -106,6 +109,7 @@ class Library:
         derived.remove_stale_work(home)  # an export killed half-way, like a half-written index file
         self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
+        self._duplicates: dict[tuple[str, int, DuplicateConfig, HashFn], DuplicateReport] = {}  # the last report
         self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
         self.exports = ExportedTowers(home, lambda message: self.notify(message))
 
@@ -332,6 +336,7 @@ class Library:
         model: ModelSpec | None = None,
         force_image: bool = False,
         allow_files: bool = True,
+        collapse: DuplicateConfig | None = None,
     ) -> list[Result]:
         """Rank images (or texts, with texts=True) against a weighted query.
 
@@ -339,6 +344,7 @@ class Library:
         `image` is an image file's bytes (an upload), or one decoded with `query_input_spec`,
         used as a query term of weight 1.
         With allow_files=False no path named in a term is read (the HTTP server).
+        `collapse` (a grouping config) leaves out every duplicate group's members but its keeper.
         Raises QueryError for a malformed term and NoVectors when the model has not indexed this library.
         """
         if query is None and image is None:
@@ -354,9 +360,10 @@ class Library:
             terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache, encode_text=encode_text
         )
         kind = TEXT if texts else IMAGE
+        hidden = frozenset(self.duplicates(collapse, model=model).hidden_ids()) if collapse and not texts else frozenset()
         return rank(
             vector, model=row, kind=kind, catalog=self.catalog, indexes=self.indexes,
-            top=top, offset=offset, filters=filters, sort=sort,
+            top=top, offset=offset, filters=filters, sort=sort, hidden=hidden,
         )
 
     # -- tags (retrieval.tagging) ----------------------------------------------------------
@@ -436,6 +443,32 @@ class Library:
         """The folders (and single files) indexed into this library, as real paths."""
         return self.catalog.list_roots()
 
+    # -- duplicates (clipdex duplicates, search --collapse) -----------------------------------
+
+    def duplicates(
+        self, config: DuplicateConfig = DuplicateConfig(), *, model: ModelSpec | None = None, hash_fn: HashFn = perceptual_hash
+    ) -> DuplicateReport:
+        """Group the library's photos into exact copies, near copies and bursts (retrieval/duplicates.py).
+
+        Reads nothing but the catalog, and the files of candidate pairs; deletes nothing.
+        `hash_fn` is the perceptual hash (benchmarks/duplicates.py compares others).
+        The last report per model and config is kept until the catalog's vectors change.
+        Raises NoVectors when the model has not indexed this library.
+        """
+        row, _ = self._model_for_search(model)
+        key = (row.fingerprint, self.catalog.current_seq(row.id, IMAGE), config, hash_fn)
+        cached = self._duplicates.get(key)
+        if cached is not None:
+            return cached
+        ids, vectors = self.catalog.vectors(row.id, IMAGE)
+        facts = {f.id: f for f in self.catalog.photo_facts()}
+        keep = [n for n, i in enumerate(ids.tolist()) if i in facts]  # vectors of indexed photos only
+        photos = [_photo(facts[i]) for i in ids[keep].tolist()]
+        vecs = vectors[keep] if keep else np.zeros((0, row.dim), np.float32)
+        report = find_duplicates(photos, vecs, config, model=row.fingerprint, hash_fn=hash_fn)
+        self._duplicates = {key: report}
+        return report
+
     # -- status ----------------------------------------------------------------------------
 
     def status(self, *, errors: bool = False) -> LibraryStatus:
@@ -470,6 +503,13 @@ class Library:
             size_bytes=size,
             errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
         )
+
+
+def _photo(f: PhotoFacts) -> Photo:
+    return Photo(
+        f.id, f.path, f.display_path or path_str(f.path), f.size, f.width, f.height, f.taken_at, f.date_key,
+        f.content_hash,
+    )
 
 
 def _real(path: str | os.PathLike[str]) -> bytes:

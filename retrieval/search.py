@@ -190,8 +190,10 @@ def rank(
     offset: int = 0,
     filters: SearchFilter = SearchFilter(),
     sort: SortOrder = "score",
+    hidden: frozenset[int] = frozenset(),
 ) -> list[Result]:
-    """The best `top` items after `offset`, filtered before ranking."""
+    """The best `top` items after `offset`, filtered before ranking; `hidden` ids never rank
+    (`search --collapse`: the members of duplicate groups that are not their keeper)."""
     if top < 1 or offset < 0:
         raise QueryOptionError("top", top, "at least 1") if top < 1 else QueryOptionError("offset", offset, "at least 0")
     if kind == TEXT and filters.narrows_items:
@@ -202,6 +204,11 @@ def rank(
         if len(allowed) == 0:
             return []
     index = indexes.get(model, kind)
+    if hidden:
+        pool = allowed if allowed is not None else index.ids()
+        allowed = pool[~np.isin(pool, np.fromiter(hidden, dtype=np.int64, count=len(hidden)))]
+        if len(allowed) == 0:
+            return []
     scores, ids = index.search(vector, top + offset, allowed)
     hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
     if filters.min_score is not None:

@@ -446,3 +446,37 @@ def test_photos_indexed_by_another_process_appear_without_restart(tab: Tab, serv
     info = f"{PHOTOS + 5} photos · 6 texts"
     tab.page.wait_for_function(f"() => document.getElementById('library-info').textContent === '{info}'")
     assert tab.errors == []
+
+
+def test_duplicates_show_as_stacks_and_collapse_leaves_keepers(tab: Tab, server: Server, tmp_path: Path) -> None:
+    """Runs after the library has grown: adds a copy, a re-encode and a burst shot of one new photo."""
+    from duplicate_sets import write_set
+
+    write_set(tmp_path / "dups", 1, first_seed=77)
+    with Library.open(server.home) as lib:
+        lib.index([tmp_path / "dups"], model=TINY)
+    report = server.api.get("/api/v1/duplicates").json()
+    ours = [g for g in report["groups"] if g["members"][0]["path"].startswith(str(tmp_path / "dups"))]
+    assert [len(g["members"]) for g in ours] == [13, 2]  # day one (copies, near copies, bursts); the next day
+    page = tab.page
+    page.reload()
+    page.click("#show-duplicates")
+    page.wait_for_function(f"() => document.querySelectorAll('.dup-group').length === {len(report['groups'])}")
+    shown = page.eval_on_selector_all(
+        ".dup-group", "gs => gs.map(g => [...g.querySelectorAll('.dup-member')].map(m => Number(m.dataset.id)))"
+    )
+    assert shown == [[m["id"] for m in g["members"]] for g in report["groups"]]
+    first = page.query_selector(f".dup-group[data-keeper='{ours[0]['keeper']['id']}']")
+    assert first.query_selector(".dup-member").get_attribute("class") == "dup-member keeper"
+    assert "Keep s77-pixels.png" in first.inner_text()
+    first.scroll_into_view_if_needed()
+    tab.shot("desktop-duplicates")
+
+    page.check("#collapse")  # on a desktop the filter fields are always shown
+    tab.search("a sunny beach")
+    want = server.ids("/api/v1/search", q="a sunny beach", top=60, collapse="true")
+    page.wait_for_function(f"() => document.querySelectorAll('.tile[data-id]').length === {len(want)}")
+    assert tab.tile_ids() == want
+    hidden = {m["id"] for g in report["groups"] for m in g["members"][1:]}
+    assert not set(want) & hidden
+    assert tab.errors == []

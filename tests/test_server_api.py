@@ -300,13 +300,14 @@ def test_unknown_routes_are_json_404(served: tuple[Library, Path, TestClient]) -
 def test_openapi_schema_documents_every_route(served: tuple[Library, Path, TestClient]) -> None:
     schema = served[2].get("/openapi.json").json()
     assert sorted(schema["paths"]) == [
+        "/api/v1/duplicates",
         "/api/v1/items/{item_id}", "/api/v1/items/{item_id}/image", "/api/v1/items/{item_id}/similar",
         "/api/v1/items/{item_id}/thumbnail", "/api/v1/search", "/api/v1/search/image", "/api/v1/status",
     ]
     search = schema["paths"]["/api/v1/search"]["get"]
     assert sorted(p["name"] for p in search["parameters"]) == [
-        "add", "after", "before", "camera", "focal", "gps", "has_gps", "iso", "lens", "min_score", "near", "offset",
-        "path", "q", "sort", "sub", "tag", "texts", "top", "within"]
+        "add", "after", "before", "camera", "collapse", "focal", "gps", "has_gps", "iso", "lens", "min_score", "near",
+        "offset", "path", "q", "sort", "sub", "tag", "texts", "top", "within"]
     assert sorted(search["responses"]) == ["200", "400", "401", "404", "413", "414", "422"]
     upload = schema["paths"]["/api/v1/search/image"]["post"]["requestBody"]["content"]
     assert list(upload) == ["multipart/form-data"]

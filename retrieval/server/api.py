@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from retrieval.server.errors import QueryStringTooLong
-from retrieval.server.schemas import ERRORS, Item, SearchOptions, SearchResponse
+from retrieval.server.schemas import ERRORS, DuplicateOptions, Item, SearchOptions, SearchResponse
 from retrieval.server.service import API, SearchService
 
 MAX_QUERY_STRING_BYTES = 32 * 1024  # as sent, percent-encoded; 16 terms of 300 characters fit
@@ -75,6 +75,11 @@ def api_router(service: SearchService) -> APIRouter:
         if request.headers.get("if-none-match") == img.etag:
             return Response(status_code=304, headers=headers)
         return Response(img.data, media_type=img.media_type, headers=headers)
+
+    @router.get("/duplicates", tags=["library"])
+    def duplicates(options: Annotated[DuplicateOptions, Query()]) -> dict[str, object]:
+        """Groups of exact copies, near copies and bursts, each with a suggested keeper (nothing is deleted)."""
+        return service.duplicates(options)
 
     @router.get("/status", tags=["library"])
     def status() -> dict[str, object]:

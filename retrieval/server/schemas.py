@@ -44,6 +44,9 @@ class SearchOptions(BaseModel):
         "At most 16 terms (q, add and sub together) of at most 300 characters each.",
     )
     sub: list[str] = Field(default=[], description="Terms to subtract, like `add`.")
+    collapse: bool = Field(
+        default=False, description="Show each duplicate group (see /duplicates) as its keeper only, filtered before ranking."
+    )
 
     def search_filter(self) -> SearchFilter:
         """The filter parameters, read by the parser the CLI uses too; raises InvalidFilter."""
@@ -95,6 +98,15 @@ class Item(BaseModel):
     size: int | None = Field(description="File size in bytes.")
     thumbnail_url: str | None
     image_url: str | None
+
+
+class DuplicateOptions(BaseModel):
+    """How /duplicates groups: the CLI's `clipdex duplicates` options."""
+
+    tier: Literal["exact", "near", "burst"] = Field(
+        default="burst", description="Group up to this tier: exact, near (exact and near) or burst (all)."
+    )
+    window_s: float = Field(default=10.0, ge=0, le=86_400, description="Burst: EXIF capture times at most this many seconds apart.")
 
 
 class ErrorDetail(BaseModel):

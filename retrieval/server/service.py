@@ -14,12 +14,13 @@ import threading
 
 from indexer.items import IMAGE, INDEXED, ItemRow
 from indexer.errors import NoVectors
+from retrieval.duplicates import DuplicateConfig
 from retrieval.library import Library
 from retrieval.query import check_term_limits, parse_term
 from retrieval.search import ImageResult, QueryImage, Result, decode_query_image, iso_time
 from retrieval.server.errors import ItemNotFound
 from retrieval.server.images import ImageFile, ItemFile, check_upload, read_item_file
-from retrieval.server.schemas import SearchOptions
+from retrieval.server.schemas import DuplicateOptions, SearchOptions
 from retrieval.server.settings import ServerSettings
 from retrieval.server.thumbnails import Thumbnail, ThumbnailCache
 
@@ -58,7 +59,7 @@ class SearchService:
             results = self.library.search(
                 query, image=upload, add=options.add, sub=options.sub, top=options.top, offset=options.offset,
                 filters=filters, sort=options.sort, texts=options.texts, model=self.settings.model,
-                allow_files=False,
+                allow_files=False, collapse=DuplicateConfig() if options.collapse else None,
             )
         return [result_dict(r, gps=options.gps) for r in results]
 
@@ -96,6 +97,17 @@ class SearchService:
 
     def thumbnail_etag(self, item_id: int) -> str:
         return f'"{self.thumbnails.key(self._file(item_id))}"'
+
+    def duplicates(self, options: DuplicateOptions) -> dict[str, object]:
+        """`clipdex duplicates --json`, each member with its thumbnail and image URLs."""
+        config = DuplicateConfig(window_s=options.window_s, tier=options.tier)
+        with self._lock:
+            report = self.library.duplicates(config, model=self.settings.model)
+        body = report.to_dict()
+        body["groups"] = [
+            g.to_dict() | {"members": [m.to_dict() | _urls(m.id) for m in g.members]} for g in report.groups
+        ]
+        return body
 
     def status(self) -> dict[str, object]:
         with self._lock:
@@ -138,6 +150,10 @@ def result_dict(result: Result, gps: bool = False) -> dict[str, object]:
         d["thumbnail_url"] = thumbnail_url(result.id)
         d["image_url"] = image_url(result.id)
     return d
+
+
+def _urls(item_id: int) -> dict[str, object]:
+    return {"thumbnail_url": thumbnail_url(item_id), "image_url": image_url(item_id)}
 
 
 def thumbnail_url(item_id: int) -> str:

@@ -7,6 +7,7 @@ import { baseName, clearResults, renderTexts, renderTiles, setState, showChip, s
   showWelcome, stateArt, updateSummary } from "./render.js";
 import { state } from "./state.js";
 import { closeViewer, describe, openViewer } from "./viewer.js";
+import { hideDuplicates, showDuplicates } from "./duplicates.js";
 
 // Camera, lens, focal, ISO, place and tag filters: each input's id is its API parameter and its name in
 // the page's own URL; has_gps is a checkbox.
@@ -33,6 +34,7 @@ function searchParams(offset) {
   if ($("before").value) p.set("before", nextDay($("before").value)); // "To" is inclusive for people
   if ($("sort").value !== "score") p.set("sort", $("sort").value);
   setExifParams(p);
+  if ($("collapse").checked) p.set("collapse", "true");
   return p;
 }
 
@@ -105,6 +107,7 @@ async function runSearch(push = true) {
   if (!state.source) { showWelcome(searchText); return; }
   if (push) history.pushState(null, "", pageUrl());
   const seq = ++state.seq;
+  hideDuplicates();
   state.results = [];
   state.offset = 0;
   state.done = false;
@@ -297,6 +300,8 @@ function bindEvents() {
   }
   $("clear-filters").addEventListener("click", clearFilters);
   $("filters-toggle").addEventListener("click", toggleFilters);
+  $("collapse").addEventListener("change", filtersChanged);
+  $("show-duplicates").addEventListener("click", () => { ++state.seq; showDuplicates(); });
 
   $("viewer-close").addEventListener("click", closeViewer);
   $("viewer-prev").addEventListener("click", () => openViewer(state.viewerIndex - 1));
