@@ -259,7 +259,7 @@ def report(
     print(f"{cpu_line()}, load average {os.getloadavg()[0]:.1f}")
     print(f"(library filled through Library.import_embeddings in {import_s:.1f} s; "
           f"`clipdex serve` sets OMP_WAIT_POLICY={SERVE_OMP_WAIT_POLICY or '(nothing)'} unless it is set)\n")
-    print(f"{"measure":52} {'p50 ms':>8} {'p99 ms':>8}  note")
+    print(f"{'measure':52} {'p50 ms':>8} {'p99 ms':>8}  note")
     for kind, path in (("text", "GET /api/v1/search?q=TEXT"), ("similar", "GET /api/v1/items/ID/similar"),
                        ("photo", "POST /api/v1/search/image")):
         for name in POLICIES:
