@@ -132,7 +132,11 @@ def quantised(export: Derived, work: Path) -> Any:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out = work / f"text-int8-{export.tag.files[0].sha256[:12]}.onnx"
+    import hashlib
+
+    data = {f.name: f.sha256 for f in export.tag.files}  # the graph's hash alone misses its external weights
+    key = hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:16]
+    out = work / f"text-int8-{key}.onnx"
     if not out.exists():
         quantize_dynamic(str(export.path), str(out), weight_type=QuantType.QInt8)
     return ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
