@@ -6,11 +6,12 @@
 
 import os
 
-# A server shares its machine. Idle OpenMP threads (torch's and faiss's each have a pool)
-# should sleep rather than spin: on a busy 2-core CPU spinning made warm queries several
-# times slower (benchmarks/server_latency.py). Takes effect when this module is imported
-# before torch and faiss, as under `clipdex serve`; an explicit setting wins.
-SERVE_OMP_WAIT_POLICY: str | None = "PASSIVE"
+# The OpenMP wait policy `clipdex serve` sets for torch's and FAISS's thread pools, unless
+# OMP_WAIT_POLICY is set already: None leaves OpenMP's default (spin briefly, then sleep).
+# benchmarks/server_latency.py runs PASSIVE and the default side by side: with text queries
+# on the exported ONNX tower (no OpenMP), PASSIVE made text queries 1.8x and "more like
+# this" 1.3x slower at p50 on a busy 2-core CPU and photo queries no faster, so it is not set.
+SERVE_OMP_WAIT_POLICY: str | None = None
 if SERVE_OMP_WAIT_POLICY is not None:
     os.environ.setdefault("OMP_WAIT_POLICY", SERVE_OMP_WAIT_POLICY)
 
