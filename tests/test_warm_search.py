@@ -39,11 +39,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "lib"
 
 
-def torch_search(home: Path, query: str, **options: object) -> list[Result]:
+def torch_searches(home: Path, *searches: tuple[str, dict[str, object]]) -> list[list[Result]]:
+    """The torch path at fp32 (exports off), one Library for all the searches."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLIPDEX_NO_EXPORT", "1")
         with Library.open(home, precision="fp32") as lib:
-            return lib.search(query, top=8, **options)  # type: ignore[arg-type]
+            return [lib.search(query, top=8, **options) for query, options in searches]  # type: ignore[arg-type]
 
 
 def assert_same(got: list[dict[str, object]] | list[Result], want: list[Result]) -> None:
@@ -77,10 +78,11 @@ def test_the_export_cuts_padding(home: Path) -> None:
 
 
 def test_a_warm_library_ranks_as_torch_at_fp32(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wants = [torch_search(home, q) for q in QUERIES]
-    want_texts = torch_search(home, QUERIES[1], texts=True)
     query, add, sub = COMBINED
-    want_combined = torch_search(home, query, add=add, sub=sub)  # three texts of different lengths, one batch
+    *wants, want_texts, want_combined = torch_searches(
+        home, *[(q, {}) for q in QUERIES], (QUERIES[1], {"texts": True}),
+        (query, {"add": add, "sub": sub}),  # three texts of different lengths, one batch
+    )
     refuse_torch_text(monkeypatch)
     with Library.open(home) as lib:  # auto precision: the export is fp32 whatever torch would pick
         for _ in range(2):  # the second round is warm: the session is open, the query vectors cached
@@ -91,7 +93,7 @@ def test_a_warm_library_ranks_as_torch_at_fp32(home: Path, monkeypatch: pytest.M
 
 
 def test_the_server_answers_with_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    want = torch_search(home, QUERIES[1])
+    [want] = torch_searches(home, (QUERIES[1], {}))
     refuse_torch_text(monkeypatch)
     with Library.open(home) as lib:
         with client_for(lib) as client:
