@@ -59,7 +59,7 @@ class DerivedKind:
         return self.name + self.suffix
 
 
-TEXT_ENCODER = DerivedKind("text-encoder", ".onnx", 1)  # token ids → unit vectors
+TEXT_ENCODER = DerivedKind("text-encoder", ".onnx", 2)  # token ids → unit vectors (2: dynamic length)
 IMAGE_ENCODER = DerivedKind("image-encoder", ".onnx", 1)  # uint8 pixels → unit vectors
 
 

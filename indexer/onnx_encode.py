@@ -34,6 +34,7 @@ class OnnxTextEncoder:
     session: Any
     tokenize: Tokenize
     dim: int
+    trims_padding: bool = False  # the graph takes any length: cut the padding after the longest text
 
     @classmethod
     def open(cls, derived: Derived, threads: int = 0) -> OnnxTextEncoder:
@@ -42,12 +43,16 @@ class OnnxTextEncoder:
             raise ValueError(f"{derived.path} is not a text encoder")
         recipe = TokenizerRecipe.from_json(derived.tag.info["tokenizer"])
         tokenize = load_tokenizer(recipe, derived.folder, TEXT_ENCODER.name + ".")
-        return cls(_session(derived, threads), tokenize, int(derived.tag.info["dim"]))
+        trims = bool(derived.tag.info.get("trims_padding", False))
+        return cls(_session(derived, threads), tokenize, int(derived.tag.info["dim"]), trims)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = self.session.run(["vectors"], {"token_ids": self.tokenize(texts)})[0]  # (B, D)
+        ids = self.tokenize(texts)  # (B, context_length)
+        if self.trims_padding:  # CLIP BPE pads with 0 (see indexer.onnx_export)
+            ids = ids[:, : max(1, int((ids != 0).sum(axis=1).max()))]  # (B, L)
+        out = self.session.run(["vectors"], {"token_ids": ids})[0]  # (B, D)
         return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -68,7 +68,7 @@ def test_built_once_then_found(tmp_path: Path) -> None:
     build = Builder()
     made = get_or_build(tmp_path, FP, TEXT_ENCODER, build, valid)
     assert made.path.read_bytes() == PAYLOAD
-    assert (made.tag.fingerprint, made.tag.kind, made.tag.kind_version, made.tag.refused) == (FP, "text-encoder", 1, None)
+    assert (made.tag.fingerprint, made.tag.kind, made.tag.kind_version, made.tag.refused) == (FP, "text-encoder", TEXT_ENCODER.version, None)
     assert (made.tag.versions, made.tag.validation, made.tag.info) == ({"opset": "17"}, {"min_cosine": 1.0}, {"dim": 128})
     assert [(f.name, f.size_bytes) for f in made.tag.files] == [("text-encoder.onnx", len(PAYLOAD))]
     assert files(tmp_path) == [".text-encoder.lock", "text-encoder.onnx", "text-encoder.tag.json"]

@@ -47,8 +47,10 @@ def test_text_export_gives_torch_vectors(tiny: Encoder, exported: tuple[Path, De
     assert text.companion(".onnx.data").stat().st_size > 12_000_000 > text.path.stat().st_size  # the weights
     assert text.tag.info == {
         "tokenizer": recipe_of(tiny.tokenizer).recipe.to_json(), "dim": 128, "input": "token_ids", "output": "vectors",
+        "trims_padding": True,
     }
-    assert (text.tag.versions["opset"], text.tag.validation["samples"]) == ("17", len(onnx_export.VALIDATION_CAPTIONS))
+    # each caption cut to its own length, then all of them cut to the longest
+    assert (text.tag.versions["opset"], text.tag.validation["samples"]) == ("17", 2 * len(onnx_export.VALIDATION_CAPTIONS))
     assert text.tag.validation["min_cosine"] >= onnx_export.MIN_COSINE
     onnx = OnnxTextEncoder.open(text).encode(CAPTIONS)
     torch_vectors = encode_texts(tiny, CAPTIONS)
@@ -111,3 +113,13 @@ def test_an_int8_encoder_is_not_exported(tmp_path: Path) -> None:
     int8 = load_encoder(ModelSpec.parse("clipdex-tiny"), device="cpu", precision="int8")
     with pytest.raises(ValueError, match="fp32"):
         onnx_export.text_encoder(int8, tmp_path)
+
+
+def test_a_text_tower_that_cannot_trim_takes_the_full_context(tiny: Encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(onnx_export, "trims_padding", lambda encoder: False)  # as for a tower that is not open_clip's own
+    text = onnx_export.text_encoder(tiny, tmp_path)
+    assert text.tag.info["trims_padding"] is False
+    assert text.tag.validation["samples"] == len(onnx_export.VALIDATION_CAPTIONS)
+    onnx = OnnxTextEncoder.open(text)
+    assert not onnx.trims_padding
+    assert np.abs(onnx.encode(CAPTIONS) - encode_texts(tiny, CAPTIONS)).max() < 1e-4
