@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from indexer.decode import InputSpec
 from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Derived
 from indexer.tokenizer import Tokenize, TokenizerRecipe, load_tokenizer
 
@@ -53,19 +54,29 @@ class OnnxTextEncoder:
 
 @dataclass
 class OnnxImageEncoder:
-    """(B, H, W, 3) uint8 model-sized pixels → (B, D) unit float32 vectors, from a derived image encoder."""
+    """(B, H, W, 3) uint8 model-sized pixels → (B, D) unit float32 vectors, from a derived image encoder.
+
+    `input_spec` is how to decode a photo for it (`indexer.decode`), as the torch encoder's.
+    """
 
     session: Any
     dim: int
-    height: int
-    width: int
+    input_spec: InputSpec
 
     @classmethod
     def open(cls, derived: Derived, threads: int = 0) -> OnnxImageEncoder:
+        """Raises ValueError for an export whose tag lacks the input's resize rules."""
         if derived.kind.name != IMAGE_ENCODER.name:
             raise ValueError(f"{derived.path} is not an image encoder")
         info = derived.tag.info
-        return cls(_session(derived, threads), int(info["dim"]), int(info["height"]), int(info["width"]))
+        try:
+            spec = InputSpec(
+                int(info["height"]), int(info["width"]), str(info["resize_mode"]), str(info["interpolation"]),
+                int(info["fill_color"]),
+            )
+        except KeyError as e:
+            raise ValueError(f"{derived.path}'s tag does not say how to resize photos ({e})") from None
+        return cls(_session(derived, threads), int(info["dim"]), spec)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:

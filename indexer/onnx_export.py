@@ -120,6 +120,7 @@ def _build_image(encoder: Encoder, model: torch.nn.Module, folder: Path) -> Buil
     _export(ImageTower(model, encoder.mean, encoder.std), pixels, "pixels", folder / IMAGE_ENCODER.filename, IMAGE_ENCODER, encoder.fingerprint)
     info = {
         "dim": encoder.dim, "height": spec.height, "width": spec.width, "mean": list(encoder.mean), "std": list(encoder.std),
+        "resize_mode": spec.resize_mode, "interpolation": spec.interpolation, "fill_color": spec.fill_color,
         "input": "pixels", "output": "vectors",
     }
     return Built(_versions(), info)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from conftest import TINY, env_without_pytest, make_photo
 from indexer import derived
-from indexer.derived import TEXT_ENCODER, Built, DerivedRejected
+from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Built, DerivedRejected
 from retrieval.library import Library
 from retrieval.search import ImageResult
 
@@ -106,6 +106,24 @@ def test_item_queries_status_and_help_import_neither(library: Path) -> None:
         code, out, err = cli(library, *args)
         assert code == 0, err
         assert imported(err) == []
+
+
+def test_a_photo_query_imports_neither_once_the_image_tower_is_exported(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIPDEX_NO_EXPORT")
+    photo = str(library.parent / "photos" / "p3.jpg")
+    with Library.open(library, precision="fp32") as lib:  # the torch path, which exports the image tower
+        active = lib.active_model()
+        want = [r for r in lib.search(photo, top=5) if isinstance(r, ImageResult)]
+    assert active is not None
+    assert isinstance(derived.lookup(library, active.fingerprint, IMAGE_ENCODER), derived.Derived)
+    code, out, err = cli(library, "search", photo, "--top", "5", "--json")
+    assert code == 0, err
+    assert imported(err) == []
+    assert "torch" not in err.replace("IMPORTED=", "")
+    assert_same(json.loads(out), want)
+    assert json.loads(out)[0]["path"] == photo
 
 
 def test_a_missing_damaged_or_foreign_export_is_rebuilt_by_the_next_search(
