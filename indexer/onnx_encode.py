@@ -10,6 +10,7 @@ when a session is opened.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,12 +21,28 @@ from indexer.tokenizer import Tokenize, TokenizerRecipe, load_tokenizer
 
 
 def _session(derived: Derived, threads: int) -> Any:
+    return session_for(derived.path, threads)
+
+
+def session_for(path: Path, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session for a cold process (the export's validation uses it too).
+
+    Measured for ViT-B-32-256's text tower on a 2-core machine: basic graph optimisation
+    starts the session in 0.42 s instead of 1.17 s (the extended fusions buy nothing
+    measurable for one query), and without weight prepacking the weights stay mapped
+    from `<file>.data` (~20 MB of anonymous memory instead of a 156 MB copy). No arena:
+    a search frees what it allocates, and an arena keeps its peak.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(derived.path), options, providers=["CPUExecutionProvider"])
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass

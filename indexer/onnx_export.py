@@ -174,9 +174,9 @@ def _validate_image(encoder: Encoder, model: torch.nn.Module, folder: Path) -> d
 
 
 def _compare(encoder: Encoder, kind: DerivedKind, folder: Path, input_name: str, x: np.ndarray, expected: np.ndarray) -> dict[str, float]:
-    import onnxruntime as ort
+    from indexer.onnx_encode import session_for  # the session searches use: what is checked is what runs
 
-    session = ort.InferenceSession(str(folder / kind.filename), providers=["CPUExecutionProvider"])
+    session = session_for(folder / kind.filename)
     got = session.run(["vectors"], {input_name: x})[0]  # (N, D)
     cosines = (got.astype(np.float64) * expected).sum(axis=1) / (
         np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
