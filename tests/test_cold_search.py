@@ -180,3 +180,19 @@ def test_a_refused_export_falls_back_to_torch_with_one_note(photos: Path, monkey
     notes = [line for line in result.stderr.splitlines() if "no ONNX text tower" in line]
     assert notes == [f"text queries use torch: no ONNX text tower for model {active.fingerprint} (tokenizer not supported)"]
     assert result.stdout.count("beach0.jpg") == 1
+
+
+def test_plain_ascii_queries_are_cleaned_as_ftfy_cleans_them() -> None:
+    """The tokenizer skips ftfy (~9 MB) for printable ASCII without `&`, which ftfy and html.unescape leave alone."""
+    import html
+    import random
+
+    import ftfy
+
+    from indexer.tokenizer import _basic_clean
+
+    rng = random.Random(13)
+    printable = [chr(c) for c in range(32, 127)] + ["\t", "\x1b", "é", "’"]
+    texts = ["".join(rng.choice(printable) for _ in range(rng.randint(0, 30))) for _ in range(3000)]
+    for text in [*texts, "fish &amp; chips", "  a dog  ", "x\x1b[31m red", "caf\u00e9"]:
+        assert _basic_clean(text) == html.unescape(html.unescape(ftfy.fix_text(text))).strip(), repr(text)
