@@ -51,6 +51,9 @@ def search(
     sort: Annotated[Sort, typer.Option("--sort", help="Order the top results by score or by date (newest first).")] = Sort.score,
     texts: Annotated[bool, typer.Option("--texts", help="Search the text collection instead of the images.")] = False,
     collapse: Annotated[bool, typer.Option("--collapse", help="Show each duplicate group (see `clipdex duplicates`) as its keeper only.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Search in this process even when `clipdex serve` runs over the library.")
+    ] = False,
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     library: LibraryOpt = None,
@@ -60,27 +63,45 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find photos by describing them or by showing an example photo."""
+    from retrieval.delegation import SearchRequest, search_on_server
+    from retrieval.library_config import library_home
+
     filters = search_filter(
         path=path, after=after, before=before, min_score=min_score, camera=camera, lens=lens, focal=focal, iso=iso,
         near=near, within=within, has_gps=has_gps, tag=tag,
     )
-    with open_library(library, db, device, precision) as lib:
-        lib.notify = note
-        results = lib.search(
-            query, add=add, sub=sub, top=top, filters=filters, sort=sort.value, texts=texts,
-            model=model_spec(model, checkpoint), force_image=image, collapse=_collapse(collapse),
-        )
+    extra = [(k, v) for k, v in (("camera", camera), ("lens", lens), ("focal", focal), ("iso", iso), ("near", near),
+                                 ("within", within)) if v is not None]
+    extra += [("tag", t) for t in tag] + [("has_gps", "true")] * has_gps + [("collapse", "true")] * collapse
+    request = SearchRequest(
+        query, force_image=image, add=tuple(add), sub=tuple(sub), top=top, path=path, after=after, before=before,
+        min_score=min_score, sort=sort.value, texts=texts, extra=tuple(extra),
+    )
+    may_delegate = not local and (model, checkpoint, db, device, precision) == (None, None, None, "auto", "auto")
+    found = search_on_server(library_home(library), request) if may_delegate else None  # before numpy is imported
+    if found is None:
+        with open_library(library, db, device, precision) as lib:
+            lib.notify = note
+            results = lib.search(
+                query, add=add, sub=sub, top=top, filters=filters, sort=sort.value, texts=texts,
+                model=model_spec(model, checkpoint), force_image=image, collapse=_collapse(collapse),
+            )
+        found = [r.to_dict() for r in results]
+    show(found, as_json)
+
+
+def show(results: list[dict[str, object]], as_json: bool) -> None:
+    """Results as JSON, or one line each: score, path (or text), date, tags."""
     if as_json:
-        print_json([r.to_dict() for r in results])
+        print_json(results)
         return
     if not results:
         note("no results")
-    for r in results:
-        d = r.to_dict()
+    for d in results:
         label = d.get("path", d.get("text"))
         when = f"  {d['taken_at']}" if d.get("taken_at") else ""
         tags = f"  [{', '.join(d['tags'])}]" if d.get("tags") else ""  # type: ignore[arg-type]
-        echo(f"{r.score:.4f}  {label}{when}{tags}")
+        echo(f"{d['score']:.4f}  {label}{when}{tags}")
 
 
 def search_filter(

@@ -60,7 +60,7 @@ class DerivedKind:
 
 
 TEXT_ENCODER = DerivedKind("text-encoder", ".onnx", 2)  # token ids → unit vectors (2: dynamic length)
-IMAGE_ENCODER = DerivedKind("image-encoder", ".onnx", 1)  # uint8 pixels → unit vectors
+IMAGE_ENCODER = DerivedKind("image-encoder", ".onnx", 2)  # uint8 pixels → unit vectors; 2: the tag has the resize rules
 
 
 class DerivedRejected(ClipdexError):

@@ -10,21 +10,39 @@ when a session is opened.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from indexer.decode import InputSpec
 from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Derived
 from indexer.tokenizer import Tokenize, TokenizerRecipe, load_tokenizer
 
 
 def _session(derived: Derived, threads: int) -> Any:
+    return session_for(derived.path, threads)
+
+
+def session_for(path: Path, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session for a cold process (the export's validation uses it too).
+
+    Measured for ViT-B-32-256's text tower on a 2-core machine: basic graph optimisation
+    starts the session in 0.42 s instead of 1.17 s (the extended fusions buy nothing
+    measurable for one query), and without weight prepacking the weights stay mapped
+    from `<file>.data` (~20 MB of anonymous memory instead of a 156 MB copy). No arena:
+    a search frees what it allocates, and an arena keeps its peak.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(derived.path), options, providers=["CPUExecutionProvider"])
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass
@@ -58,19 +76,29 @@ class OnnxTextEncoder:
 
 @dataclass
 class OnnxImageEncoder:
-    """(B, H, W, 3) uint8 model-sized pixels → (B, D) unit float32 vectors, from a derived image encoder."""
+    """(B, H, W, 3) uint8 model-sized pixels → (B, D) unit float32 vectors, from a derived image encoder.
+
+    `input_spec` is how to decode a photo for it (`indexer.decode`), as the torch encoder's.
+    """
 
     session: Any
     dim: int
-    height: int
-    width: int
+    input_spec: InputSpec
 
     @classmethod
     def open(cls, derived: Derived, threads: int = 0) -> OnnxImageEncoder:
+        """Raises ValueError for an export whose tag lacks the input's resize rules."""
         if derived.kind.name != IMAGE_ENCODER.name:
             raise ValueError(f"{derived.path} is not an image encoder")
         info = derived.tag.info
-        return cls(_session(derived, threads), int(info["dim"]), int(info["height"]), int(info["width"]))
+        try:
+            spec = InputSpec(
+                int(info["height"]), int(info["width"]), str(info["resize_mode"]), str(info["interpolation"]),
+                int(info["fill_color"]),
+            )
+        except KeyError as e:
+            raise ValueError(f"{derived.path}'s tag does not say how to resize photos ({e})") from None
+        return cls(_session(derived, threads), int(info["dim"]), spec)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:

@@ -193,6 +193,7 @@ def _build_image(encoder: Encoder, model: torch.nn.Module, folder: Path) -> Buil
     _export(ImageTower(model, encoder.mean, encoder.std), pixels, "pixels", folder / IMAGE_ENCODER.filename, IMAGE_ENCODER, encoder.fingerprint)
     info = {
         "dim": encoder.dim, "height": spec.height, "width": spec.width, "mean": list(encoder.mean), "std": list(encoder.std),
+        "resize_mode": spec.resize_mode, "interpolation": spec.interpolation, "fill_color": spec.fill_color,
         "input": "pixels", "output": "vectors",
     }
     return Built(_versions(), info)
@@ -262,9 +263,9 @@ def _compare(
     encoder: Encoder, kind: DerivedKind, folder: Path, input_name: str, x: np.ndarray | list[np.ndarray], expected: np.ndarray
 ) -> dict[str, float]:
     """ONNX Runtime's vectors for `x` (one batch, or several whose outputs stack) against `expected` (N, D)."""
-    import onnxruntime as ort
+    from indexer.onnx_encode import session_for  # the session searches use: what is checked is what runs
 
-    session = ort.InferenceSession(str(folder / kind.filename), providers=["CPUExecutionProvider"])
+    session = session_for(folder / kind.filename)
     batches = x if isinstance(x, list) else [x]
     got = np.concatenate([session.run(["vectors"], {input_name: b})[0] for b in batches])  # (N, D)
     cosines = (got.astype(np.float64) * expected).sum(axis=1) / (

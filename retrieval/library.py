@@ -41,7 +41,10 @@ from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
 from retrieval.query import SearchFilter, parse_terms
-from retrieval.search import QueryImage, Result, SortOrder, TextCache, TextEncodeFn, query_vector, rank
+from retrieval.search import (
+    ImageFileEncodeFn, QueryImage, Result, SortOrder, TextCache, TextEncodeFn, decoded_file_vector, image_file_vector,
+    query_vector, rank,
+)
 from retrieval.tagging import TagReport
 
 if TYPE_CHECKING:  # torch and open_clip: imported by the operations that encode, not by a text search
@@ -356,8 +359,10 @@ class Library:
             return enc if enc is not None else self._active_encoder(row)
 
         encode_text = self._text_tower(row, get_encoder)
+        encode_file = self._image_tower(row, get_encoder) if any(t.kind == "image" for t in terms) else None
         vector = query_vector(
-            terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache, encode_text=encode_text
+            terms, row, get_encoder, self.catalog, image=image, text_cache=self._text_cache, encode_text=encode_text,
+            encode_image_file=encode_file,
         )
         kind = TEXT if texts else IMAGE
         hidden = frozenset(self.duplicates(collapse, model=model).hidden_ids()) if collapse and not texts else frozenset()
@@ -407,6 +412,19 @@ class Library:
             encoder = get_encoder()
             self.exports.build_text(encoder)
             return encode_texts(encoder, texts)
+
+        return with_torch
+
+    def _image_tower(self, row: ModelRow, get_encoder: Callable[[], Encoder]) -> ImageFileEncodeFn:
+        """Encodes query photos: the exported image tower, else the torch encoder, which exports it for next time."""
+        exported = self.exports.image_encoder(row)
+        if exported is not None:
+            return lambda path: decoded_file_vector(path, exported.input_spec, lambda px: exported.encode(px[None])[0])
+
+        def with_torch(path: str) -> np.ndarray:
+            encoder = get_encoder()
+            self.exports.build_image(encoder)
+            return image_file_vector(encoder, path)
 
         return with_torch
 

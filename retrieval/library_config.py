@@ -13,7 +13,6 @@ from pathlib import Path
 
 import platformdirs
 
-from indexer import db_guard
 from indexer.errors import CatalogError
 
 
@@ -63,6 +62,8 @@ def library_home(home: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _read_config(path: Path) -> dict[str, object]:
+    from indexer import db_guard  # SQLAlchemy: not imported by `library_home`, which a delegated search calls
+
     try:
         config = json.loads(path.read_text()) if path.exists() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from indexer.models import Encoder  # torch: imported by whoever loads an encoder
 
 TextEncodeFn = Callable[[list[str]], np.ndarray]  # texts → (T, D) unit vectors
+ImageFileEncodeFn = Callable[[str], np.ndarray]  # an image file's path → (D,) unit vector
 
 SortOrder = Literal["score", "date"]
 
@@ -90,11 +91,12 @@ def query_vector(
     image: bytes | QueryImage | None = None,
     text_cache: TextCache | None = None,
     encode_text: TextEncodeFn | None = None,
+    encode_image_file: ImageFileEncodeFn | None = None,
 ) -> np.ndarray:
     """The unit vector Σ wᵢ·vᵢ of the terms; the encoder is loaded only if a term needs it.
 
-    Texts are encoded by `encode_text` when given (an ONNX export of the text tower),
-    else by the encoder.
+    Texts are encoded by `encode_text` and image files by `encode_image_file` when
+    given (ONNX exports of the towers), else by the encoder.
 
     Raises QueryError when the terms cancel out, NonFiniteQuery when the sum is not finite.
     """
@@ -109,7 +111,8 @@ def query_vector(
         total += np.asarray([t.weight for t in texts], dtype=np.float32) @ vecs
     for t in terms:
         if t.kind == "image":
-            total += t.weight * _image_vector(encoder(), t.value)
+            vec = encode_image_file(t.value) if encode_image_file else image_file_vector(encoder(), t.value)
+            total += t.weight * vec
         elif t.kind == "item":
             total += t.weight * _item_vector(catalog, model, int(t.value))
     if not np.isfinite(total).all():
@@ -164,11 +167,17 @@ def image_vector(encoder: Encoder, image: bytes | QueryImage) -> np.ndarray:
     return _encode_image(encoder, query.pixels)
 
 
-def _image_vector(encoder: Encoder, path: str) -> np.ndarray:
-    res = decode_image(path, encoder.input_spec)
+def image_file_vector(encoder: Encoder, path: str) -> np.ndarray:
+    """The torch encoder's vector of an image file; QueryError when it cannot be read."""
+    return decoded_file_vector(path, encoder.input_spec, lambda pixels: _encode_image(encoder, pixels))
+
+
+def decoded_file_vector(path: str, spec: InputSpec, encode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`encode` of an image file decoded for `spec` ((H, W, 3) uint8 → (D,)); QueryError when it cannot be read."""
+    res = decode_image(path, spec)
     if isinstance(res, DecodeFailure):
         raise QueryError(f"cannot read query image {path}: {res.reason}")
-    return _encode_image(encoder, res.pixels)
+    return encode(res.pixels)
 
 
 def _item_vector(catalog: Catalog, model: ModelRow, item_id: int) -> np.ndarray:

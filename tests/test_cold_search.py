@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from conftest import TINY, env_without_pytest, make_photo
 from indexer import derived
-from indexer.derived import TEXT_ENCODER, Built, DerivedRejected
+from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Built, DerivedRejected
 from retrieval.library import Library
 from retrieval.search import ImageResult
 
@@ -108,6 +108,24 @@ def test_item_queries_status_and_help_import_neither(library: Path) -> None:
         assert imported(err) == []
 
 
+def test_a_photo_query_imports_neither_once_the_image_tower_is_exported(
+    library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIPDEX_NO_EXPORT")
+    photo = str(library.parent / "photos" / "p3.jpg")
+    with Library.open(library, precision="fp32") as lib:  # the torch path, which exports the image tower
+        active = lib.active_model()
+        want = [r for r in lib.search(photo, top=5) if isinstance(r, ImageResult)]
+    assert active is not None
+    assert isinstance(derived.lookup(library, active.fingerprint, IMAGE_ENCODER), derived.Derived)
+    code, out, err = cli(library, "search", photo, "--top", "5", "--json")
+    assert code == 0, err
+    assert imported(err) == []
+    assert "torch" not in err.replace("IMPORTED=", "")
+    assert_same(json.loads(out), want)
+    assert json.loads(out)[0]["path"] == photo
+
+
 def test_a_missing_damaged_or_foreign_export_is_rebuilt_by_the_next_search(
     library: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,3 +180,19 @@ def test_a_refused_export_falls_back_to_torch_with_one_note(photos: Path, monkey
     notes = [line for line in result.stderr.splitlines() if "no ONNX text tower" in line]
     assert notes == [f"text queries use torch: no ONNX text tower for model {active.fingerprint} (tokenizer not supported)"]
     assert result.stdout.count("beach0.jpg") == 1
+
+
+def test_plain_ascii_queries_are_cleaned_as_ftfy_cleans_them() -> None:
+    """The tokenizer skips ftfy (~9 MB) for printable ASCII without `&`, which ftfy and html.unescape leave alone."""
+    import html
+    import random
+
+    import ftfy
+
+    from indexer.tokenizer import _basic_clean
+
+    rng = random.Random(13)
+    printable = [chr(c) for c in range(32, 127)] + ["\t", "\x1b", "é", "’"]
+    texts = ["".join(rng.choice(printable) for _ in range(rng.randint(0, 30))) for _ in range(3000)]
+    for text in [*texts, "fish &amp; chips", "  a dog  ", "x\x1b[31m red", "caf\u00e9"]:
+        assert _basic_clean(text) == html.unescape(html.unescape(ftfy.fix_text(text))).strip(), repr(text)

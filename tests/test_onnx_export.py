@@ -66,7 +66,10 @@ def test_image_export_gives_encode_images_vectors(tiny: Encoder, exported: tuple
     assert lookup(home, TINY_FINGERPRINT, IMAGE_ENCODER, full_check=True) == image
     assert image.tag.info == {
         "dim": 128, "height": 48, "width": 48, "mean": list(tiny.mean), "std": list(tiny.std), "input": "pixels", "output": "vectors",
+        "resize_mode": tiny.input_spec.resize_mode, "interpolation": tiny.input_spec.interpolation,
+        "fill_color": tiny.input_spec.fill_color,
     }
+    assert OnnxImageEncoder.open(image).input_spec == tiny.input_spec  # a photo query decodes as the torch path does
     paths = [str(make_photo(tmp_path / f"p{i}.jpg", seed=i)) for i in range(5)]
     decoded = decode_images(paths, tiny.input_spec)
     pixels = np.stack([d.pixels for d in decoded if isinstance(d, DecodedImage)])  # (5, 48, 48, 3) uint8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import socket
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Callable
 from retrieval.library import Library
 from retrieval.server.errors import ServerConfigError
 from retrieval.server.settings import ServerSettings
+from retrieval.server_record import ServerRecord, remove_record, write_record
 
 if TYPE_CHECKING:
     import uvicorn
@@ -29,6 +31,7 @@ def serve(
     Raises InsecureBind (network bind without a strong token) and ServerConfigError (port
     in use, address not of this machine) before loading anything, then the model
     and catalog errors of Library.open and search before serving.
+    While it serves, LIBRARY/server.json tells `clipdex search` where to send queries.
     """
     import uvicorn
 
@@ -40,9 +43,26 @@ def serve(
         app = create_app(lib, settings)
         app.state.service.warm_up()
         config = uvicorn_config(app, settings)
+        record = server_record(settings, sock, lib)
+        try:
+            write_record(lib.home, record)
+        except OSError:
+            pass  # a read-only library: searches run locally
         if on_ready is not None:
             on_ready(settings.url)
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            remove_record(lib.home, record.pid)
+
+
+def server_record(settings: ServerSettings, sock: socket.socket, lib: Library) -> ServerRecord:
+    """What `clipdex search` reads to delegate to this server (the port as bound: --port 0 picks one)."""
+    bound = dataclasses.replace(settings, port=int(sock.getsockname()[1]))
+    return ServerRecord(
+        url=bound.url, pid=os.getpid(), machine=socket.gethostname(), catalog_id=lib.catalog.catalog_id,
+        token_required=bool(settings.token), model=settings.model.label if settings.model is not None else None,
+    )
 
 
 def uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
