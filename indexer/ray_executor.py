@@ -35,6 +35,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeFailure, ImageInfo, InputSpec, decode_image
+from indexer import failpoints
 from indexer.errors import BadOption, ExecutorUnavailable, ModelNotAvailable
 from indexer.executor import EmbedResult, EmbedTask, Failure, ModelRef, StageClock
 from indexer.items import IMAGE
@@ -97,6 +98,7 @@ class RayConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     num_cpus: int = 0  # local instance only: CPUs it may use (0: all)
     object_store_mb: int = 0  # local instance only: 0 for Ray's default
+    worker_env: tuple[tuple[str, str], ...] = ()  # environment variables of decode tasks and actors (a Ray runtime_env)
 
 
 @dataclass
@@ -121,6 +123,7 @@ def _decode_chunk(
     statuses: list[ImageInfo | DecodeFailure] = []
     pixels = []
     for path in paths:
+        failpoints.hit(failpoints.RAY_BEFORE_DECODE)
         try:
             out = decode_image(path, spec, max_pixels)
         except MemoryError:
@@ -240,8 +243,9 @@ class RayExecutor:
                 ray.init(address=cfg.address, log_to_driver=False)
             self._started = True
         if self._remote_decode is None:
-            self._remote_decode = ray.remote(num_cpus=1, max_retries=0, num_returns=2)(_decode_chunk)
-            self._actor_class = ray.remote(_EncoderActor)
+            env = {"runtime_env": {"env_vars": dict(cfg.worker_env)}} if cfg.worker_env else {}
+            self._remote_decode = ray.remote(num_cpus=1, max_retries=0, num_returns=2, **env)(_decode_chunk)
+            self._actor_class = ray.remote(**env)(_EncoderActor) if env else ray.remote(_EncoderActor)
 
     def _gpus(self) -> int:
         return int(self.ray.cluster_resources().get("GPU", 0)) if self.config.device in ("auto", "cuda") else 0
