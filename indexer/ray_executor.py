@@ -93,7 +93,7 @@ class RayConfig:
     chunk: int = 16  # files per decode task and per encoder call
     in_flight: int = 0  # chunks in flight; 0: twice the cluster's CPUs
     encoders: int = 0  # actors per model; 0: one per GPU (shared among models), else 1
-    encoder_threads: int = 0  # torch threads of a CPU actor; 0: the node's cores
+    encoder_threads: int = 0  # torch threads of a CPU actor; 0: torch's default (the node's physical cores)
     timeout_s: float = 60.0  # per file, before its decode task is cancelled
     max_pixels: int = DEFAULT_MAX_PIXELS
     num_cpus: int = 0  # local instance only: CPUs it may use (0: all)
@@ -169,6 +169,26 @@ def _home(path: str) -> Any:
     from pathlib import Path
 
     return Path(path)
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many encoder actors a model gets, and what each asks Ray for."""
+
+    size: int
+    options: dict[str, Any]  # Ray resources of one actor
+    device: str  # the device each actor loads its model on
+    threads: int  # torch threads of a CPU actor (0: torch's default, the node's physical cores)
+
+
+def plan_actors(gpus: int, n_models: int, cfg: RayConfig) -> ActorPlan:
+    """With GPUs in the cluster: a GPU per actor, the GPUs shared out among the models (each
+    model its own actors, so two models never queue on one stage). Else one CPU actor per model."""
+    if gpus and cfg.device in ("auto", "cuda"):
+        share = gpus / n_models
+        return ActorPlan(cfg.encoders or max(1, int(share)), {"num_gpus": min(1.0, share), "num_cpus": 1}, "cuda", 0)
+    device = "cpu" if cfg.device == "auto" else cfg.device
+    return ActorPlan(cfg.encoders or 1, {"num_cpus": 1}, device, cfg.encoder_threads)
 
 
 class _Pool:
@@ -248,28 +268,20 @@ class RayExecutor:
             self._actor_class = ray.remote(**env)(_EncoderActor) if env else ray.remote(_EncoderActor)
 
     def _gpus(self) -> int:
-        return int(self.ray.cluster_resources().get("GPU", 0)) if self.config.device in ("auto", "cuda") else 0
+        return int(self.ray.cluster_resources().get("GPU", 0))
 
     def _pool(self, model: ModelRef, n_models: int) -> _Pool:
         """The actors of `model`, started and checked by fingerprint. Raises ModelNotAvailable."""
         if model.fingerprint in self._pools:
             return self._pools[model.fingerprint]
-        cfg, gpus = self.config, self._gpus()
+        cfg = self.config
         spec = _mapped_spec(model.spec, cfg.path_map)
         home = None if cfg.home is None else os.fsdecode(map_path(cfg.home, cfg.path_map))
-        if gpus:  # one actor per GPU, the GPUs shared out among the models
-            share = gpus / n_models
-            size = cfg.encoders or max(1, int(share))
-            options: dict[str, Any] = {"num_gpus": min(1.0, share), "num_cpus": 1}
-            device = "cuda"
-        else:
-            size = cfg.encoders or 1
-            options = {"num_cpus": 1}
-            device = "cpu" if cfg.device == "auto" else cfg.device
-        threads = cfg.encoder_threads or (0 if gpus else os.cpu_count() or 1)
-        make = lambda: self._actor_class.options(max_restarts=0, **options).remote(  # noqa: E731
-            spec, device, cfg.precision, home, threads
+        plan = plan_actors(self._gpus(), n_models, cfg)
+        make = lambda: self._actor_class.options(max_restarts=0, **plan.options).remote(  # noqa: E731
+            spec, plan.device, cfg.precision, home, plan.threads
         )
+        size = plan.size
         pool = _Pool(make, size)
         try:
             described = self.ray.get([a.describe.remote() for a in pool.actors])
