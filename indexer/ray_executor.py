@@ -181,14 +181,15 @@ class ActorPlan:
     threads: int  # torch threads of a CPU actor (0: torch's default, the node's physical cores)
 
 
-def plan_actors(gpus: int, n_models: int, cfg: RayConfig) -> ActorPlan:
+def plan_actors(gpus: int, n_models: int, cfg: RayConfig, nodes: int = 1) -> ActorPlan:
     """With GPUs in the cluster: a GPU per actor, the GPUs shared out among the models (each
-    model its own actors, so two models never queue on one stage). Else one CPU actor per model."""
+    model its own actors, so two models never queue on one stage). Else one CPU actor per
+    model and node, spread over the nodes."""
     if gpus and cfg.device in ("auto", "cuda"):
         share = gpus / n_models
         return ActorPlan(cfg.encoders or max(1, int(share)), {"num_gpus": min(1.0, share), "num_cpus": 1}, "cuda", 0)
     device = "cpu" if cfg.device == "auto" else cfg.device
-    return ActorPlan(cfg.encoders or 1, {"num_cpus": 1}, device, cfg.encoder_threads)
+    return ActorPlan(cfg.encoders or nodes, {"num_cpus": 1, "scheduling_strategy": "SPREAD"}, device, cfg.encoder_threads)
 
 
 class _Pool:
@@ -277,7 +278,7 @@ class RayExecutor:
         cfg = self.config
         spec = _mapped_spec(model.spec, cfg.path_map)
         home = None if cfg.home is None else os.fsdecode(map_path(cfg.home, cfg.path_map))
-        plan = plan_actors(self._gpus(), n_models, cfg)
+        plan = plan_actors(self._gpus(), n_models, cfg, max(1, sum(n["Alive"] for n in self.ray.nodes())))
         make = lambda: self._actor_class.options(max_restarts=0, **plan.options).remote(  # noqa: E731
             spec, plan.device, cfg.precision, home, plan.threads
         )
