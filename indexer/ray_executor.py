@@ -181,15 +181,18 @@ class ActorPlan:
     threads: int  # torch threads of a CPU actor (0: torch's default, the node's physical cores)
 
 
-def plan_actors(gpus: int, n_models: int, cfg: RayConfig, nodes: int = 1) -> ActorPlan:
+def plan_actors(gpus: int, n_models: int, cfg: RayConfig, nodes: int = 1, cpus: int = 2) -> ActorPlan:
     """With GPUs in the cluster: a GPU per actor, the GPUs shared out among the models (each
     model its own actors, so two models never queue on one stage). Else one CPU actor per
-    model and node, spread over the nodes."""
+    model and node, spread over the nodes, each holding a CPU unless that would leave
+    fewer CPUs than actors for the decode tasks (which would then never run)."""
     if gpus and cfg.device in ("auto", "cuda"):
         share = gpus / n_models
         return ActorPlan(cfg.encoders or max(1, int(share)), {"num_gpus": min(1.0, share), "num_cpus": 1}, "cuda", 0)
     device = "cpu" if cfg.device == "auto" else cfg.device
-    return ActorPlan(cfg.encoders or nodes, {"num_cpus": 1, "scheduling_strategy": "SPREAD"}, device, cfg.encoder_threads)
+    size = cfg.encoders or nodes
+    held = 1 if cpus >= 2 * size * n_models else 0
+    return ActorPlan(size, {"num_cpus": held, "scheduling_strategy": "SPREAD"}, device, cfg.encoder_threads)
 
 
 class _Pool:
@@ -268,6 +271,10 @@ class RayExecutor:
             self._remote_decode = ray.remote(num_cpus=1, max_retries=0, num_returns=2, **env)(_decode_chunk)
             self._actor_class = ray.remote(**env)(_EncoderActor) if env else ray.remote(_EncoderActor)
 
+    def _free_cpus(self) -> int:
+        """CPUs no actor holds (the actors of another executor on the same cluster included)."""
+        return int(self.ray.available_resources().get("CPU", 0))
+
     def _gpus(self) -> int:
         return int(self.ray.cluster_resources().get("GPU", 0))
 
@@ -278,7 +285,9 @@ class RayExecutor:
         cfg = self.config
         spec = _mapped_spec(model.spec, cfg.path_map)
         home = None if cfg.home is None else os.fsdecode(map_path(cfg.home, cfg.path_map))
-        plan = plan_actors(self._gpus(), n_models, cfg, max(1, sum(n["Alive"] for n in self.ray.nodes())))
+        plan = plan_actors(
+            self._gpus(), n_models, cfg, max(1, sum(n["Alive"] for n in self.ray.nodes())), self._free_cpus()
+        )
         make = lambda: self._actor_class.options(max_restarts=0, **plan.options).remote(  # noqa: E731
             spec, plan.device, cfg.precision, home, plan.threads
         )
