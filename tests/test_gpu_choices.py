@@ -35,7 +35,7 @@ def test_ray_encoder_actors_take_a_gpu_each_when_the_cluster_has_gpus() -> None:
     assert plan_actors(4, 2, auto) == ActorPlan(2, {"num_gpus": 1.0, "num_cpus": 1}, "cuda", 0)  # 2 models, own GPUs
     assert plan_actors(1, 2, auto) == ActorPlan(1, {"num_gpus": 0.5, "num_cpus": 1}, "cuda", 0)  # sharing one GPU
     spread = {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
-    assert plan_actors(0, 1, auto, nodes=3) == ActorPlan(3, spread, "cpu", 0)  # no GPU: a CPU actor per node
+    assert plan_actors(0, 1, auto, nodes=3, cpus=6) == ActorPlan(3, spread, "cpu", 0)  # no GPU: a CPU actor per node
     assert plan_actors(4, 1, RayConfig(device="cpu", encoder_threads=8)) == ActorPlan(1, spread, "cpu", 8)
     # One free CPU: an actor holding it would leave none for the decode tasks, which would never run.
     assert plan_actors(0, 1, auto, nodes=1, cpus=1) == ActorPlan(1, {**spread, "num_cpus": 0}, "cpu", 0)
