@@ -90,7 +90,7 @@ class RayConfig:
     device: str = "auto"  # of the encoder actors: auto uses a GPU per actor when the cluster has GPUs
     precision: str = "auto"
     home: str | None = None  # the library folder (model cards saved there), as the driver sees it
-    chunk: int = 16  # files per decode task and per encoder call
+    chunk: int = 0  # files per decode task and per encoder call; 0: 16 on CPUs, 64 when the cluster has GPUs
     in_flight: int = 0  # chunks in flight; 0: twice the cluster's CPUs
     encoders: int = 0  # actors per model; 0: one per GPU (shared among models), else 1
     encoder_threads: int = 0  # torch threads of a CPU actor; 0: torch's default (the node's physical cores)
@@ -345,7 +345,8 @@ class RayExecutor:
 
     def _embed_images(self, tasks: list[EmbedTask], models: list[ModelRef]) -> Iterator[list[EmbedResult]]:
         cfg = self.config
-        self._queue = [_Chunk(tasks[i : i + cfg.chunk]) for i in range(0, len(tasks), cfg.chunk)][::-1]
+        size = cfg.chunk or (64 if self._gpus() else 16)  # a GPU wants larger batches; a CPU overlaps better with small
+        self._queue = [_Chunk(tasks[i : i + size]) for i in range(0, len(tasks), size)][::-1]
         self._active, self._waiting = [], {}
         limit = cfg.in_flight or max(2, 2 * int(self.ray.cluster_resources().get("CPU", 1)))
         specs = list(dict.fromkeys(self._specs[m.fingerprint] for m in models))

@@ -32,7 +32,7 @@ def ray_executor(
 ) -> RayExecutor:
     """A Ray executor for the library at `home`: on the cluster at `address` (None: a local
     Ray instance), with `path_map` entries `LOCAL=REMOTE`, and `batch_size` files per decode
-    task and encoder call (0: 16). Raises BadOption for a malformed map, ExecutorUnavailable
+    task and encoder call (0: 16 on CPUs, 64 with GPUs). Raises BadOption for a malformed map, ExecutorUnavailable
     when ray is not installed."""
     from indexer.ray_executor import PathMap, RayConfig, RayExecutor
 
