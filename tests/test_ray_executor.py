@@ -158,3 +158,14 @@ def test_a_driver_killed_mid_run_resumes_to_the_same_catalog(
             report = lib.index(executor=ex)
         assert (report.added, report.skipped, report.encoded) == (PHOTOS - 16, 1, PHOTOS - 16)  # broken.jpg: added, then skipped
         assert_same(catalog(lib), local_catalog)
+
+
+def test_without_ray_installed_the_error_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cli.error_lines import error_line
+    from indexer.errors import ExecutorUnavailable
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with open_lib(tmp_path / "lib") as lib, pytest.raises(ExecutorUnavailable) as caught:
+        lib.ray_executor()
+    assert str(caught.value) == "the ray executor needs the 'ray' package; install 'clipdex[ray]'"
+    assert error_line(caught.value) == "--executor ray needs ray: pip install 'clipdex[ray]'"
