@@ -9,7 +9,7 @@ Ray executor on a local Ray instance, both limited to the same CPUs (this proces
 affinity), interleaved A B B A ..., each with its model loaded and workers started
 beforehand (Ray's start-up is reported apart). The figure is images/s from the run's
 report; the ratio is Ray over local (target >= 0.8x). The negative control, Ray with one
-chunk in flight (no decode/encode overlap), must miss the target.
+chunk in flight (no decode/encode overlap), must come out at least 10% slower than Ray.
 
 The scaling model takes the measured per-stage costs: decode CPU seconds per image,
 encode CPU seconds per image (CPU actors; no GPU here, so no GPU row), and the driver's
@@ -157,7 +157,8 @@ def main() -> None:
     rows = [
         ("local executor (baseline)", f"{med['local']:.2f} img/s", "1.00x", ""),
         ("Ray executor, same CPUs", f"{med['ray']:.2f} img/s", f"{ratio:.2f}x", f">= {TARGET}x: {verdict(ratio >= TARGET)}"),
-        ("control: Ray, 1 chunk in flight", f"{med['control']:.2f} img/s", f"{control:.2f}x", f"must miss: {'misses' if control < TARGET else 'DOES NOT MISS'}"),
+        ("control: Ray, 1 chunk in flight", f"{med['control']:.2f} img/s", f"{control:.2f}x",
+         f"no overlap: must be < 0.9x Ray: {'is' if med['control'] < 0.9 * med['ray'] else 'IS NOT'} ({med['control'] / med['ray']:.2f}x)"),  # fmt: skip
         ("runs (img/s) local", " ".join(f"{rate(r):.2f}" for r in runs["local"]), "", ""),
         ("runs (img/s) ray", " ".join(f"{rate(r):.2f}" for r in ray_reports), "", ""),
         ("Ray start-up (once)", f"{ray_start:.1f} s", f"+ {actors_start:.1f} s actors", "not in the figures"),

@@ -44,6 +44,7 @@ from indexer.model_spec import ModelSpec
 TEXT_BATCH = 256  # texts per encoder call, as locally
 CRASHES_PER_FILE = 2  # worker deaths on one file (alone in its task) before it is a Failure
 ENCODE_RETRIES = 3  # encoder actor deaths on one chunk before the run stops
+DECODE_NICE = 19  # decode tasks' CPU priority, as indexer.workers gives local decoders
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ def _decode_chunk(
     paths: list[bytes | str], spec: InputSpec, max_pixels: int
 ) -> tuple[list[ImageInfo | DecodeFailure], np.ndarray]:
     """Decode on a Ray worker: per path its metadata or failure, and the decoded pixels (n_ok, H, W, 3)."""
+    # At the lowest CPU priority, as local decoders: the encoder never waits for a core they hold.
+    # (This worker process runs only this job's decode tasks: Ray does not share workers across jobs.)
+    if os.nice(0) < DECODE_NICE:
+        os.nice(DECODE_NICE - os.nice(0))
     statuses: list[ImageInfo | DecodeFailure] = []
     pixels = []
     for path in paths:
