@@ -58,7 +58,7 @@ def encoder_rows(weights: Path, on_gpu: bool, batches: int) -> list[Row]:
             rows.append((f"encoder ViT-B-32 {precision}", "not run", "this CPU emulates bf16"))
             continue
         enc = load_encoder(spec, "cuda" if on_gpu else "cpu", precision)
-        size = 256 if on_gpu else 16
+        size = 256 if on_gpu else 8
         pixels = np.random.default_rng(0).integers(0, 256, (size, 224, 224, 3), dtype=np.uint8)  # (B, H, W, 3)
         encode_images(enc, pixels)  # warm-up (cuDNN autotune, bf16 tower copy)
         sync()
@@ -139,9 +139,9 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", type=int, default=0, help="0: 2000 with a GPU, 48 without")
+    ap.add_argument("--photos", type=int, default=0, help="0: 2000 with a GPU, 24 without")
     ap.add_argument("--decoders", type=int, default=0, help="0: one per CPU")
-    ap.add_argument("--vectors", type=int, default=0, help="0: 1,000,000 with a GPU, 100,000 without")
+    ap.add_argument("--vectors", type=int, default=0, help="0: 1,000,000 with FAISS GPUs, 100,000 without")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "clipdex-gpu-check")
     args = ap.parse_args()
     on_gpu = torch.cuda.is_available()
@@ -155,8 +155,8 @@ def main() -> None:
     started = time.perf_counter()
     rows: list[Row] = []
     for name, step in (
-        ("encoder", lambda: encoder_rows(weights, on_gpu, 20 if on_gpu else 3)),
-        ("pipeline", lambda: pipeline_rows(work, weights, on_gpu, args.photos or (2000 if on_gpu else 48),
+        ("encoder", lambda: encoder_rows(weights, on_gpu, 20 if on_gpu else 2)),
+        ("pipeline", lambda: pipeline_rows(work, weights, on_gpu, args.photos or (2000 if on_gpu else 24),
                                            args.decoders or len(os.sched_getaffinity(0)))),  # fmt: skip
         ("faiss", lambda: faiss_rows(args.vectors or (1_000_000 if gpu_count() else 100_000), on_gpu)),
     ):
