@@ -141,7 +141,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=0, help="0: 2000 with a GPU, 24 without")
     ap.add_argument("--decoders", type=int, default=0, help="0: one per CPU")
-    ap.add_argument("--vectors", type=int, default=0, help="0: 1,000,000 with FAISS GPUs, 100,000 without")
+    ap.add_argument("--vectors", type=int, default=0, help="0: 1,000,000 on a GPU machine, 100,000 without")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "clipdex-gpu-check")
     args = ap.parse_args()
     on_gpu = torch.cuda.is_available()
@@ -158,7 +158,7 @@ def main() -> None:
         ("encoder", lambda: encoder_rows(weights, on_gpu, 20 if on_gpu else 2)),
         ("pipeline", lambda: pipeline_rows(work, weights, on_gpu, args.photos or (2000 if on_gpu else 24),
                                            args.decoders or len(os.sched_getaffinity(0)))),  # fmt: skip
-        ("faiss", lambda: faiss_rows(args.vectors or (1_000_000 if gpu_count() else 100_000), on_gpu)),
+        ("faiss", lambda: faiss_rows(args.vectors or (1_000_000 if on_gpu or gpu_count() else 100_000), on_gpu)),
     ):
         print(f"gpu_check: {name} ...", file=sys.stderr)
         t0 = time.perf_counter()
