@@ -99,7 +99,7 @@ def pipeline_rows(work: Path, weights: Path, on_gpu: bool, count: int, decoders:
     except ImportError:
         rows.append((f"pipeline {count} x 12 MP, Ray", "not run", "ray is not installed (its wheel is ~79 MB: see gpu_check.sh)"))
         return rows
-    run("Ray (local instance, its start-up included)", lambda lib: lib.ray_executor())
+    run("Ray (local instance)", lambda lib: lib.ray_executor())  # its start-up is included
     return rows
 
 
