@@ -169,3 +169,21 @@ def test_without_ray_installed_the_error_says_which_extra_to_install(monkeypatch
         lib.ray_executor()
     assert str(caught.value) == "the ray executor needs the 'ray' package; install 'clipdex[ray]'"
     assert error_line(caught.value) == "--executor ray needs ray: pip install 'clipdex[ray]'"
+
+
+def test_the_nodes_read_the_files_where_the_path_map_says(ray_instance: None, tmp_path: Path) -> None:
+    # The driver sees local/; the "nodes" see remote/, holding other pictures under the same names:
+    # the vectors must be remote/'s, the catalog's paths local/'s.
+    for i in range(3):
+        make_photo(tmp_path / "local" / f"{i}.jpg", seed=i)
+        make_photo(tmp_path / "remote" / f"{i}.jpg", seed=100 + i)
+    with open_lib(tmp_path / "want") as lib:
+        lib.index([tmp_path / "remote"], model=TINY)
+        want = catalog(lib)["vectors"]
+    with open_lib(tmp_path / "lib") as lib, lib.ray_executor(path_map=[f"{tmp_path / 'local'}={tmp_path / 'remote'}"]) as ex:
+        lib.index([tmp_path / "local"], model=TINY, executor=ex)
+        got = catalog(lib)
+    assert got["paths"] == [str(tmp_path / "local" / f"{i}.jpg") for i in range(3)]
+    for i in range(3):
+        remote = want[str(tmp_path / "remote" / f"{i}.jpg")]
+        assert float(np.dot(got["vectors"][str(tmp_path / "local" / f"{i}.jpg")], remote)) >= 0.9999
