@@ -178,8 +178,10 @@ def test_the_nodes_read_the_files_where_the_path_map_says(ray_instance: None, tm
         make_photo(tmp_path / "local" / f"{i}.jpg", seed=i)
         make_photo(tmp_path / "remote" / f"{i}.jpg", seed=100 + i)
     with open_lib(tmp_path / "want") as lib:
-        lib.index([tmp_path / "remote"], model=TINY)
+        lib.index([tmp_path / "local", tmp_path / "remote"], model=TINY)
         want = catalog(lib)["vectors"]
+    for i in range(3):  # the control: local/'s pictures give other vectors
+        assert float(np.dot(want[str(tmp_path / "local" / f"{i}.jpg")], want[str(tmp_path / "remote" / f"{i}.jpg")])) < 0.99
     with open_lib(tmp_path / "lib") as lib, lib.ray_executor(path_map=[f"{tmp_path / 'local'}={tmp_path / 'remote'}"]) as ex:
         lib.index([tmp_path / "local"], model=TINY, executor=ex)
         got = catalog(lib)
