@@ -66,3 +66,18 @@ def generate(folder: Path, phones: int = 40, screenshots: int = 5, web: int = 5,
         files.append(name)
     manifest.write_text(json.dumps({"spec": wanted, "files": files}))
     return [folder / f for f in files]
+
+
+def replicate(sources: list[Path], folder: Path, count: int) -> list[Path]:
+    """`count` distinct files made from `sources` (once): copies, each with a unique trailer after the
+    image data, which decoders ignore but content hashes see. Decoding costs what the source costs,
+    and generating thousands of 12 MP photos takes seconds instead of an hour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for n in range(count):
+        src = sources[n % len(sources)]
+        path = folder / f"{src.stem}_{n:05d}{src.suffix}"
+        if not path.exists():
+            path.write_bytes(src.read_bytes() + f"clipdex-copy-{n:05d}".encode())
+        out.append(path)
+    return out

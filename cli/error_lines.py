@@ -14,6 +14,7 @@ from typing import Any, Callable
 from retrieval.errors import (
     BadOption,
     ClipdexError,
+    ExecutorUnavailable,
     FiltersOnTexts,
     ItemsListNeeded,
     ModelNeeded,
@@ -72,6 +73,7 @@ WORDING: dict[type[ClipdexError], Callable[[Any], str]] = {
     FiltersOnTexts: lambda e: "path and date filters (--path, --after, --before) apply to images; "
     "they cannot be used with --texts",
     NoVectors: _no_vectors,
+    ExecutorUnavailable: lambda e: f"--executor {e.package} needs {e.package}: pip install '{e.extra}'",
     WeightsUnreachable: lambda e: f"cannot load {e.label}: {e.why}; connect to the network once, populate the "
     "Hugging Face cache (HF_HOME), or pass --checkpoint FILE; to try clipdex offline use --model clipdex-tiny",
     UnknownModelName: lambda e: f"unknown model {e.name!r}; `clipdex models` lists the available ones",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
 import typer
 
 from retrieval.errors import UnknownModel
 
 if TYPE_CHECKING:
+    from indexer.executor import Executor
     from retrieval.library import Library
     from indexer.model_spec import ModelSpec
 
@@ -46,6 +48,17 @@ PrecisionOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+# Scaling out (issue 16): `clipdex index --executor ray`.
+ExecutorOpt = Annotated[
+    str, typer.Option("--executor", help="local (decoder processes here) or ray (a Ray cluster; pip install 'clipdex[ray]').")
+]
+RayAddressOpt = Annotated[
+    Optional[str],
+    typer.Option("--ray-address", help="Ray cluster address (auto, HOST:PORT, ray://HOST:10001); none starts a local Ray instance."),
+]
+PathMapOpt = Annotated[
+    list[str], typer.Option("--path-map", help="LOCAL=REMOTE: the Ray nodes see LOCAL's files under REMOTE (repeatable).")
+]
 
 
 def open_library(library: Path | None, db: str | None, device: str = "auto", precision: str = "auto") -> Library:
@@ -55,6 +68,24 @@ def open_library(library: Path | None, db: str | None, device: str = "auto", pre
     if precision not in PRECISIONS:
         raise UnknownModel(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     return Library.open(library, db=db, device=device, precision=precision)
+
+
+@contextmanager
+def executor_for(
+    lib: Library, executor: str, address: str | None, path_map: list[str], batch_size: int
+) -> Iterator[Executor | None]:
+    """The executor --executor names (None: the library's local default), closed on exit."""
+    from retrieval.errors import BadOption
+
+    if executor not in ("local", "ray"):
+        raise BadOption("executor", executor, "local or ray")
+    if executor == "local":
+        if address is not None or path_map:
+            raise BadOption("ray_address" if address is not None else "path_map", address or path_map[0], "given with {executor} ray only")
+        yield None
+        return
+    with lib.ray_executor(address, path_map, batch_size) as ex:
+        yield ex
 
 
 def model_spec(model: str | None, checkpoint: Path | None) -> ModelSpec | None:

@@ -11,6 +11,10 @@ from cli.options import (
     CheckpointOpt,
     DbOpt,
     DeviceOpt,
+    ExecutorOpt,
+    PathMapOpt,
+    RayAddressOpt,
+    executor_for,
     JsonOpt,
     LibraryOpt,
     ModelOpt,
@@ -32,11 +36,18 @@ def index(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    path_map: PathMapOpt = [],
 ) -> None:
     """Index photo folders: new, changed, moved and deleted files are detected."""
     spec = model_spec(model, checkpoint)
     with open_library(library, db, device, precision) as lib, progress_bar("indexing") as progress:
-        report = lib.index(paths or None, model=spec, exclude=exclude, batch_size=batch_size, progress=progress)
+        with executor_for(lib, executor, ray_address, path_map, batch_size) as ex:
+            size = 0 if ex is not None else batch_size
+            report = lib.index(paths or None, model=spec, exclude=exclude, batch_size=size, progress=progress, executor=ex)
+    for fingerprint, where in report.devices.items():
+        note(f"{fingerprint} ran on {where}")
     for root in report.missing_roots:
         note(f"warning: root {root} is missing (unmounted?); its items are kept")
     for path, reason in report.problems:

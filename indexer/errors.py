@@ -214,3 +214,12 @@ class NameTaken(SavedModelError):
     def __init__(self, name: str) -> None:
         super().__init__(f"model name {name!r} is an open_clip architecture or a built-in model; choose another name")
         self.name = name
+
+
+class ExecutorUnavailable(ClipdexError):
+    """An executor's engine is not installed: `package` is missing, `extra` installs it."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(f"the {package} executor needs the {package!r} package; install {extra!r}")

@@ -28,7 +28,8 @@ POINTS = (CATALOG_MID_BATCH, CATALOG_BEFORE_COMMIT, CATALOG_AFTER_COMMIT, INDEX_
 # Points in decoder worker processes (tests/test_worker_isolation.py runs them): killing one
 # is a codec crashing, not the indexing process dying, so tests/test_crash.py does not.
 DECODER_BEFORE_DECODE = "decoder.before_decode"  # a worker took its next file, not yet opened
-WORKER_POINTS = (DECODER_BEFORE_DECODE,)
+RAY_BEFORE_DECODE = "ray.before_decode"  # a Ray decode task took its next file (tests/test_ray_executor.py)
+WORKER_POINTS = (DECODER_BEFORE_DECODE, RAY_BEFORE_DECODE)
 
 _UNREAD = object()
 _armed: object = _UNREAD  # _UNREAD, None (disarmed) or the armed point's name

@@ -35,6 +35,7 @@ class LocalExecutor:
         self.batch_size = batch_size
         self.pool = pool
         self.timings: dict[str, float] = {}
+        self.devices: dict[str, str] = {}  # fingerprint -> "cuda:0 fp16": where each model ran
         self._clock = StageClock(self.timings)
         self._pools: dict[InputSpec, DecodePool] = {}
 
@@ -53,6 +54,7 @@ class LocalExecutor:
     def embed(self, tasks: Sequence[EmbedTask], models: Sequence[ModelRef]) -> Iterator[list[EmbedResult]]:
         """Results in input order, images first, in batches; raises ModelNotAvailable here, not on iteration."""
         encoders = [check_fingerprint(self.loader(m.spec), m) for m in models]
+        self.devices.update({e.fingerprint: f"{e.device} {e.precision}" for e in encoders})
         images = [t for t in tasks if t.kind == IMAGE]
         texts = [t for t in tasks if t.kind != IMAGE]
         return self._run(images, texts, encoders)

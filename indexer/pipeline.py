@@ -55,12 +55,13 @@ class IndexReport:
     missing_roots: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    devices: dict[str, str] = field(default_factory=dict)  # model fingerprint -> where it ran: "cuda:0 fp16"
 
     def to_dict(self) -> dict[str, object]:
         """The `--json` summary (problems and timings are reported separately)."""
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
-        del d["problems"], d["timings"]
+        del d["problems"], d["timings"], d["devices"]
         return d
 
 
@@ -119,6 +120,7 @@ def run_index(
         report.encoded += _execute(catalog, executor, job, clock, tick)
     with clock("exif"):
         report.exif_read = _read_exif(catalog)
+    report.devices = dict(getattr(executor, "devices", {}))  # the executor's word on where each model ran
     for stage, seconds in executor.timings.items():
         report.timings[stage] = report.timings.get(stage, 0.0) + seconds - executor_before.get(stage, 0.0)
     report.seconds = time.monotonic() - started

@@ -71,6 +71,24 @@ def gpu_count() -> int:
         return 0
 
 
+def kmeans_device() -> str:
+    """Where IVF k-means runs: "gpu" when FAISS has GPUs, else "cpu"."""
+    return "gpu" if gpu_count() > 0 else "cpu"
+
+
+def train_ivf(ivf: Any, sample: np.ndarray) -> str:
+    """Train an IVF index's coarse quantiser on `sample` (N, D), its k-means on the GPUs when
+    FAISS has any (the assignment step, ~all of the cost, runs on a GPU copy of the centroids);
+    return the device it ran on."""
+    device = kmeans_device()
+    if device == "gpu":
+        ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(ivf.d))
+    ivf.train(sample)
+    if device == "gpu":
+        ivf.clustering_index = None  # the GPU copy is not part of the index (nor of its file)
+    return device
+
+
 class VectorIndex:
     """Inner-product search over unit vectors; index ids are catalog item ids."""
 
@@ -93,7 +111,7 @@ class VectorIndex:
             )
             rng = np.random.default_rng(0)
             n_train = min(len(ids), nlist * _TRAIN_POINTS_PER_LIST)
-            ivf.train(np.ascontiguousarray(vectors[rng.choice(len(ids), n_train, replace=False)], dtype=np.float32))
+            train_ivf(ivf, np.ascontiguousarray(vectors[rng.choice(len(ids), n_train, replace=False)], dtype=np.float32))
             index = cls(replace(tag, layout=layout, nlist=nlist, trained_on=len(ids)), ivf)
         index.add(ids, vectors)
         return index

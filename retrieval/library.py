@@ -50,6 +50,7 @@ from retrieval.tagging import TagReport
 if TYPE_CHECKING:  # torch and open_clip: imported by the operations that encode, not by a text search
     from indexer.models import Encoder
     from indexer.executor import Executor
+    from indexer.ray_executor import RayExecutor
     from indexer.pipeline import IndexReport, ProgressFn
     from retrieval.model_choice import ModelPair
 
@@ -245,6 +246,17 @@ class Library:
         if batch_size:
             raise ValueError("batch_size sizes the default executor; give it to the executor passed instead")
         return nullcontext(given)
+
+    # -- scaling out (issue 16) -------------------------------------------------------------
+
+    def ray_executor(self, address: str | None = None, path_map: Sequence[str] = (), batch_size: int = 0) -> RayExecutor:
+        """An executor on the Ray cluster at `address` (None: a local Ray instance) for `index(executor=...)`;
+        see `retrieval.scale_out.ray_executor`. The caller closes it (a `with` block)."""
+        from retrieval.scale_out import ray_executor
+
+        return ray_executor(
+            self.home, self.device, self.precision, address=address, path_map=path_map, batch_size=batch_size
+        )
 
     def forget(self, path: str | os.PathLike[str]) -> int:
         """Remove a root and its items; return the number of items removed."""
