@@ -17,20 +17,21 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from indexer.model_store import ModelCard, list_cards
-from retrieval.server.errors import ItemNotFound
+from retrieval.server.errors import SavedModelNotFound
+from retrieval.server.service import API
 
 CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 _CHART_HEADERS = {"Content-Security-Policy": CHART_CSP, "Cache-Control": "no-cache"}
 
 
-def saved_models_router(home: Path, prefix: str) -> APIRouter:
-    """The routes for the models saved in the library at `home`."""
-    router = APIRouter(prefix=prefix, tags=["models"])
+def saved_models_router(home: Path) -> APIRouter:
+    """The routes for the models saved in the library at `home` (included under API)."""
+    router = APIRouter(tags=["models"])
 
     @router.get("/saved-models")
     def saved_models() -> dict[str, object]:
         """The library's fine-tuned models, newest first: base, training summary, before/after metrics, chart URL."""
-        return {"models": [model_summary(c, prefix) for c in _saved(home)]}
+        return {"models": [model_summary(c) for c in _saved(home)]}
 
     @router.get("/saved-models/{name}/chart", response_class=FileResponse)
     def chart(name: str) -> FileResponse:
@@ -38,7 +39,7 @@ def saved_models_router(home: Path, prefix: str) -> APIRouter:
         card = next((c for c in _saved(home) if c.name == name), None)
         path = chart_path(card) if card is not None else None
         if path is None:
-            raise ItemNotFound(f"no saved model {name!r} with a chart in this library")
+            raise SavedModelNotFound(f"no saved model {name!r} with a chart in this library")
         return FileResponse(path, media_type="image/svg+xml", headers=_CHART_HEADERS)
 
     return router
@@ -55,24 +56,27 @@ def chart_path(card: ModelCard) -> Path | None:
     return path if path.is_file() else None
 
 
-def model_summary(card: ModelCard, prefix: str) -> dict[str, Any]:
+def model_summary(card: ModelCard) -> dict[str, Any]:
     """What the page shows of one saved model, from its card (missing fields are None)."""
     c = card.card
-    training = c.get("training") if isinstance(c.get("training"), dict) else {}
-    search = c.get("lr_search") if isinstance(c.get("lr_search"), dict) else None
-    hyper = c.get("hyperparameters") if isinstance(c.get("hyperparameters"), dict) else {}
-    kept = c.get("keep_base") if isinstance(c.get("keep_base"), dict) else None
-    base = c.get("base") if isinstance(c.get("base"), dict) else {}
+    training, search, hyper = _part(c, "training"), _part(c, "lr_search"), _part(c, "hyperparameters")
+    kept, base = _part(c, "keep_base"), _part(c, "base")
     return {
         "name": card.name,
         "arch": card.arch,
         "base": base.get("model"),
         "created_at": c.get("created_at"),
-        "lr": hyper.get("lr") if hyper.get("lr") is not None else (search or {}).get("lr"),
-        "lr_auto": search is not None,
+        "lr": hyper.get("lr") if hyper.get("lr") is not None else search.get("lr"),
+        "lr_auto": bool(search),
         "steps": training.get("steps"),
         "stopped_by": training.get("stopped_by"),
-        "wise_ft_alpha": (kept or {}).get("alpha", hyper.get("wise_ft")),
+        "wise_ft_alpha": kept.get("alpha", hyper.get("wise_ft")),
         "metrics": c.get("metrics"),  # {"base": {...}, "tuned": {...}} as `clipdex eval --json` prints them
-        "chart_url": f"{prefix}/saved-models/{card.name}/chart" if chart_path(card) is not None else None,
+        "chart_url": f"{API}/saved-models/{card.name}/chart" if chart_path(card) is not None else None,
     }
+
+
+def _part(card: dict[str, Any], key: str) -> dict[str, Any]:
+    """A section of the card, or {} where it is missing or not an object."""
+    value = card.get(key)
+    return value if isinstance(value, dict) else {}
