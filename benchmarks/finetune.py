@@ -26,6 +26,7 @@ ran 5x slower than one). The defaults under test are the ones the issue names:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -124,7 +125,11 @@ def _run(base: Encoder, train_d: PairData, val: PairData, test: PairData, old: P
     alpha = "-"
     if config.keep_base is not None:
         kept = keep_base(base, tuned.model, reference, config.keep_base)
-        tuned.model.load_state_dict(wise_ft(base.model.state_dict(), tuned.model.state_dict(), kept["alpha"]))
+        mixed = copy.deepcopy(tuned.model)
+        mixed.load_state_dict(wise_ft(base.model.state_dict(), tuned.model.state_dict(), kept["alpha"]))
+        # A new Encoder: one whose weights changed in place would keep encoding images with the
+        # bf16 copy of its image tower made before (indexer/encode.py caches it by identity).
+        tuned = replace(tuned, model=mixed, bf16_image_tower=None)
         alpha = kept["alpha"]
     seconds = time.monotonic() - started
     new_r1 = evaluate(tuned, test).text_to_image.recall[0]
