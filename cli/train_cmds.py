@@ -26,7 +26,7 @@ def finetune(
     accum_steps: Annotated[int, typer.Option("--accum-steps", help="Micro-batches per step, to fit memory; negatives are kept.")] = 1,
     lr: Annotated[str, typer.Option("--lr", help="Peak learning rate (AdamW, warmup then cosine), or auto: a range test picks it.")] = "auto",
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.1,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear warmup.")] = 20,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear warmup (at most a tenth of the steps the run plans).")] = 20,
     lock_image: Annotated[bool, typer.Option("--lock-image", help="Freeze the image tower.")] = False,
     lock_text: Annotated[bool, typer.Option("--lock-text", help="Freeze the text tower.")] = False,
     lora_rank: Annotated[int, typer.Option("--lora-rank", help="Train LoRA adapters of this rank on attention (merged on save); 0: off.")] = 0,
@@ -41,6 +41,7 @@ def finetune(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write FILE.safetensors and FILE.json here instead of the library.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Save in the library as NAME (default: PAIRS-tuned); use with --model NAME.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps between the checkpoints --resume continues from.")] = 50,
     library: LibraryOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
@@ -56,7 +57,7 @@ def finetune(
         weight_decay=weight_decay, warmup_steps=warmup_steps, val_fraction=val_fraction, seed=seed,
         lock_image=lock_image, lock_text=lock_text, lora_rank=lora_rank, wise_ft=wise_ft,
         patience=patience, eval_every=eval_every, precision=precision, time_budget_s=time_budget or None,
-        keep_base=keep_base or None,
+        keep_base=keep_base or None, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     with open_library(library, None, device) as lib, train_progress() as progress:
         result = finetune_pairs(lib, pairs, config, base=model_spec(model, checkpoint), val_pairs=val,

@@ -202,7 +202,7 @@ def finetune_pairs(
     if base_pairs is not None:
         own, own_problems = load_pairs(read_pairs(base_pairs), encoder.input_spec)
         problems += own_problems
-    elif reference is not None:
+    elif reference is not None and config.keep_base is not None and config.wise_ft is None:  # only keep_base reads it
         own = reference(encoder.arch, encoder.input_spec)
     result = finetune(encoder, train_data, val, config, target, source=str(pairs), progress=progress, resume=resume,
                       reference=own, note=note)  # fmt: skip

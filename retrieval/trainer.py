@@ -30,6 +30,8 @@ from retrieval.pair_data import PairData
 PRECISIONS = ("auto", "fp32", "bf16")
 _RESUME_FREE = ("epochs", "max_steps", "patience", "eval_every", "checkpoint_every", "wise_ft", "time_budget_s", "keep_base")
 MIN_EVAL_STEPS = 10  # with eval_every 0: once per epoch, but never more often than this
+PLAN_AFTER_STEPS = 5  # with a time budget, the schedule's length is planned from the pace of the first steps
+WARMUP_SHARE = 0.1  # warmup never takes more than this share of the planned steps
 STOPPED_BY = ("patience", "time budget", "step cap")
 
 
@@ -43,7 +45,7 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per step (memory), features cached so negatives are kept
     lr: float | None = None  # None: auto, a range test picks it (retrieval.lr_finder)
     weight_decay: float = 0.1
-    warmup_steps: int = 20
+    warmup_steps: int = 20  # at most WARMUP_SHARE of the planned steps (see _lr)
     val_fraction: float = 0.1
     seed: int = 0
     lock_image: bool = False
@@ -118,6 +120,7 @@ class _State:
     seconds: float = 0.0
     history: list[tuple[int, float]] = field(default_factory=list)
     best_weights: dict[str, torch.Tensor] | None = None
+    horizon: int = 0  # the steps the schedule runs over (0: not planned yet, the step cap is used)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -189,7 +192,8 @@ def _train(
         state = _load_state(state_file, net, optimizer, config, data, val)
     orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     stopped_by = "step cap"
-    while state.step < total and stopped_by == "step cap":
+    began, began_step = time.monotonic(), state.step
+    while state.step < (state.horizon or total) and stopped_by == "step cap":
         epoch, pos = divmod(state.step, per_epoch)
         if epoch not in orders:
             orders = {epoch: epoch_order(config.seed, epoch, pair_lists)}
@@ -197,13 +201,17 @@ def _train(
         images = order[pos * batch : (pos + 1) * batch]
         started = time.perf_counter()
         x = pixels_to_input(encoder, data.pixels[images])  # (B, 3, H, W)
-        loss = optimizer_step(net, optimizer, x, tokens[pick[images]], _lr(config, state.step, total), config, precision)
+        rate = _lr(config, state.step, state.horizon or total)
+        loss = optimizer_step(net, optimizer, x, tokens[pick[images]], rate, config, precision)
         state.seconds += time.perf_counter() - started
         state.pairs += len(images)
         state.step += 1
+        if not state.horizon and state.step - began_step >= PLAN_AFTER_STEPS:
+            state.horizon = plan_steps(total, state.step, state.step - began_step, time.monotonic() - began, deadline)
         score = None
-        out_of_time = deadline is not None and time.monotonic() >= deadline
-        if state.step % eval_every == 0 or state.step == total or out_of_time:
+        end = state.horizon or total  # a horizon short of the cap was planned from the time budget
+        out_of_time = (deadline is not None and time.monotonic() >= deadline) or state.step == end < total
+        if state.step % eval_every == 0 or state.step == end or out_of_time:
             score = _validate(score_fn, net, state)
             if config.patience > 0 and state.bad_evals >= config.patience:
                 stopped_by = "patience"
@@ -285,13 +293,27 @@ def _optimizer(net: torch.nn.Module, params: list[torch.nn.Parameter], config: T
     return torch.optim.AdamW(groups, lr=config.lr or 0.0, betas=(0.9, 0.98), eps=1e-6, fused=True)
 
 
+def plan_steps(total: int, step: int, steps_timed: int, seconds: float, deadline: float | None) -> int:
+    """The steps the schedule runs over: the step cap, or fewer if the time budget ends first at this pace.
+
+    Planned once, after PLAN_AFTER_STEPS steps, and kept in the checkpoint, so the
+    schedule of a run depends on its step count only and a resumed run matches.
+    Without it a run cut short by the budget would end inside the warmup or near
+    the peak rate, as the cosine would be spread over steps it never takes.
+    """
+    if deadline is None or steps_timed <= 0:
+        return total
+    left_s = max(deadline - time.monotonic(), 0.0)
+    return max(step + 1, min(total, step + int(left_s * steps_timed / max(seconds, 1e-9))))
+
+
 def _lr(config: TrainConfig, step: int, total: int) -> float:
-    """Linear warmup, then cosine decay to zero at `total` steps."""
+    """Linear warmup (at most WARMUP_SHARE of `total`), then cosine decay to zero at `total` steps."""
     peak = config.lr or 0.0
-    warmup = min(config.warmup_steps, max(total - 1, 0))
+    warmup = min(config.warmup_steps, max(int(total * WARMUP_SHARE), 1), max(total - 1, 0))
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * peak * (1 + math.cos(math.pi * progress))
 
 
@@ -326,7 +348,7 @@ def _save_state(
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
         "best_weights": state.best_weights or {},
-        "counters": [state.step, state.best_step, state.bad_evals, state.pairs],
+        "counters": [state.step, state.best_step, state.bad_evals, state.pairs, state.horizon],
         "scores": [state.best_score, state.seconds],
         "history": [list(h) for h in state.history],
     }
@@ -349,7 +371,7 @@ def _load_state(
         raise CannotResume(str(path), is_missing=False)
     net.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
-    step, best_step, bad, pairs = (int(x) for x in blob["counters"])
+    step, best_step, bad, pairs, horizon = (int(x) for x in [*blob["counters"], 0][:5])
     best_score, seconds = (float(x) for x in blob["scores"])
     history = [(int(s), float(v)) for s, v in blob["history"]]
-    return _State(step, best_score, best_step, bad, pairs, seconds, history, blob["best_weights"] or None)
+    return _State(step, best_score, best_step, bad, pairs, seconds, history, blob["best_weights"] or None, horizon)

@@ -37,6 +37,7 @@ from retrieval.library import Library
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 2
 FRESH, UPDATE = "fresh", "update"  # index an empty library / bring an indexed one up to date
+KILL_TRIES = 4  # a random kill that missed (the run ended first) is retried this often, each time twice as early
 _PRELOAD = ["cli.app", "retrieval.library", "indexer.models", "indexer.encode", "indexer.pipeline", "torch", "open_clip", "faiss"]
 
 
@@ -81,6 +82,13 @@ class TrialResult:
     expected_on_resume: int
     recovery_s: float  # reopen after the kill until the index is caught up
     problems: list[str] = field(default_factory=list)
+    finished: bool = False  # the killed run printed its closing summary: the kill came after the work
+    tries: int = 1  # runs started until a kill landed
+
+    @property
+    def kill_landed(self) -> bool:
+        """SIGKILL ended the run before it had finished."""
+        return self.exit_code == -9 and not self.finished
 
     @property
     def passed(self) -> bool:
@@ -204,13 +212,19 @@ class Harness:
         scenario = scenario or rng.choice([FRESH, UPDATE])
         home = self.work / f"trial-{seed}"
         argv = self._start(scenario, home)
+        tries = 1
         if failpoint is None:
             # A quarter of the kills fall anywhere in the run (start-up, catalog creation,
             # migrations); the rest after the write lock is taken, where indexing happens.
             after_lock = rng.random() < 0.75
             span = self.expected.seconds[scenario + "-locked" if after_lock else scenario]
             delay = rng.uniform(0.0, span * 1.05)
-            code = self._run_forked(argv, delay, after_lock)
+            for tries in range(1, KILL_TRIES + 1):
+                code = self._run_forked(argv, delay, after_lock)
+                if (code == -9 and not self._printed_summary()) or tries == KILL_TRIES:
+                    break
+                delay /= 2  # the run ended before the kill (a quick moment of a busy machine): again, earlier
+                argv = self._start(scenario, home)
             how = f"kill at {'lock+' if after_lock else ''}{delay:.3f}s"
         elif exec_cli:
             code = self._run_exec(argv, failpoint)
@@ -218,7 +232,8 @@ class Harness:
         else:
             code = self._run_forked(argv, None, env={"CLIPDEX_FAILPOINT": failpoint})
             how = f"failpoint {failpoint}"
-        result = TrialResult(seed, scenario, how, code, 0, 0, 0, 0.0)
+        result = TrialResult(seed, scenario, how, code, 0, 0, 0, 0.0, finished=self._printed_summary(),
+                             tries=tries)  # fmt: skip
         try:
             self._check_after_kill(home, result)
             self._resume(home, result)
@@ -227,6 +242,13 @@ class Harness:
         if result.passed:
             shutil.rmtree(home, ignore_errors=True)
         return result
+
+    def _printed_summary(self) -> bool:
+        """Did the last run print `clipdex index`'s closing line ("added …, encoded N in Ts")?"""
+        try:
+            return any(line.startswith("added ") and " encoded " in line for line in (self.work / "log.txt").read_text().splitlines())
+        except OSError:
+            return False
 
     def _check_after_kill(self, home: Path, result: TrialResult) -> None:
         db = home / "catalog.db"

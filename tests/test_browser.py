@@ -480,3 +480,35 @@ def test_duplicates_show_as_stacks_and_collapse_leaves_keepers(tab: Tab, server:
     hidden = {m["id"] for g in report["groups"] for m in g["members"][1:]}
     assert not set(want) & hidden
     assert tab.errors == []
+
+
+def test_saved_models_show_their_before_after_table_and_run_chart(tab: Tab, server: Server) -> None:
+    from saved_model_kit import save_tuned_model
+
+    result = save_tuned_model(server.home, "shapes-tuned")
+    try:
+        page = tab.page
+        page.reload()
+        page.wait_for_selector("#saved-models", state="visible")
+        assert page.inner_text("#saved-models-count") == "1"
+        page.click("#saved-models > summary")
+        page.wait_for_selector('.saved-model[data-name="shapes-tuned"]', state="visible")
+        assert page.inner_text(".saved-model h3") == "shapes-tuned"
+        facts = page.inner_text(".saved-model-facts")
+        rate = f"{result.card['lr_search']['lr']:.1e}".replace("e-0", "e-")  # as JavaScript's toExponential(1) writes it
+        assert facts.startswith(f"from clipdex-tiny · learning rate {rate} (auto) · 4 steps, stopped by step cap · ")
+        rows = page.eval_on_selector_all(".metrics-table tr", "rs => rs.map(r => [...r.children].map(c => c.textContent))")
+        metrics = result.card["metrics"]
+        want = [["", "base", "tuned"]] + [
+            [f"{label} R@{k}", f"{metrics['base'][key][f'R@{k}']:.3f}", f"{metrics['tuned'][key][f'R@{k}']:.3f}"]
+            for label, key in (("text→image", "text_to_image"), ("image→text", "image_to_text")) for k in (1, 5, 10)
+        ]  # fmt: skip
+        assert rows == want
+        loaded = "i => i && i.complete && i.naturalWidth === 640 && i.src.endsWith('/api/v1/saved-models/shapes-tuned/chart')"
+        page.wait_for_function(f"() => ({loaded})(document.querySelector('.saved-model img.run-chart'))")
+        assert page.eval_on_selector_all(".saved-model svg", "s => s.length") == 0  # the chart is an image, not inline SVG
+        tab.shot("desktop-saved-models")
+        assert tab.errors == []
+    finally:
+        for suffix in (".safetensors", ".json", ".svg"):
+            result.weights.with_suffix(suffix).unlink(missing_ok=True)

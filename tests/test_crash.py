@@ -50,6 +50,7 @@ def explain(r: TrialResult) -> str:
 @pytest.mark.parametrize("seed", RANDOM_SEEDS)
 def test_sigkill_at_a_random_moment(harness: Harness, seed: int) -> None:
     result = harness.trial(seed)
+    assert result.kill_landed, f"the kill came after the run ended: {explain(result)}, tries {result.tries}"
     assert result.passed, explain(result)
     assert result.encoded_on_resume == result.expected_on_resume
 
@@ -60,6 +61,7 @@ def test_sigkill_at_each_failpoint(harness: Harness, point: str, scenario: str) 
     exec_cli = point == FAILPOINTS[0][0]
     result = harness.trial(100, failpoint=point, scenario=scenario, exec_cli=exec_cli)
     assert result.exit_code == -9, f"the failpoint {point} was never reached"
+    assert result.kill_landed, f"the failpoint {point} killed a run that had printed its summary"
     assert result.passed, explain(result)
 
 

@@ -302,7 +302,8 @@ def test_openapi_schema_documents_every_route(served: tuple[Library, Path, TestC
     assert sorted(schema["paths"]) == [
         "/api/v1/duplicates",
         "/api/v1/items/{item_id}", "/api/v1/items/{item_id}/image", "/api/v1/items/{item_id}/similar",
-        "/api/v1/items/{item_id}/thumbnail", "/api/v1/search", "/api/v1/search/image", "/api/v1/status",
+        "/api/v1/items/{item_id}/thumbnail", "/api/v1/saved-models", "/api/v1/saved-models/{name}/chart",
+        "/api/v1/search", "/api/v1/search/image", "/api/v1/status",
     ]
     search = schema["paths"]["/api/v1/search"]["get"]
     assert sorted(p["name"] for p in search["parameters"]) == [

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from retrieval.server.errors import QueryStringTooLong
+from retrieval.server.saved_models import saved_models_router
 from retrieval.server.schemas import ERRORS, DuplicateOptions, Item, SearchOptions, SearchResponse
 from retrieval.server.service import API, SearchService
 
@@ -86,6 +87,8 @@ def api_router(service: SearchService) -> APIRouter:
         """What the library holds: counts, roots, models and the index's state."""
         return service.status()
 
+    # The library's fine-tuned models: cards and run charts (retrieval/server/saved_models.py).
+    router.include_router(saved_models_router(service.library.home))
     return router
 
 

@@ -32,6 +32,10 @@ class ItemNotFound(ClipdexError):
     """No indexed item (or no readable image file) has this id."""
 
 
+class SavedModelNotFound(ClipdexError):
+    """No model saved in the library (with a chart, where one is asked for) has this name."""
+
+
 class UploadTooLarge(ClipdexError):
     """An upload is over the byte or pixel limit."""
 
@@ -63,6 +67,7 @@ STATUS: dict[type[Exception], int] = {
     Unauthorized: 401,
     CrossSiteRequest: 403,
     ItemNotFound: 404,
+    SavedModelNotFound: 404,
     NoVectors: 404,
     UploadTooLarge: 413,
     QueryStringTooLong: 414,
