@@ -61,6 +61,7 @@ class DerivedKind:
 
 TEXT_ENCODER = DerivedKind("text-encoder", ".onnx", 1)  # token ids → unit vectors
 IMAGE_ENCODER = DerivedKind("image-encoder", ".onnx", 1)  # uint8 pixels → unit vectors
+IMAGE_ENCODER_INT8 = DerivedKind("image-encoder-int8", ".onnx", 1)  # the same, int8 (indexer.quantised_export)
 
 
 class DerivedRejected(ClipdexError):

@@ -34,6 +34,7 @@ from indexer.scan import is_under
 from indexer.texts import read_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
+from indexer.precision_guard import ImageEncoding, check_fields, precision_in_use
 from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
@@ -205,7 +206,8 @@ class Library:
         from indexer.executor import ModelRef
         from indexer.pipeline import IndexOptions, run_index  # torch
 
-        runner = self._executor(executor, batch_size)
+        encoding = self._image_encoding() if executor is None else None  # the precision guard (issue 12)
+        runner = self._executor(executor, batch_size, encoding)
         with self._writing():
             given = [_real(p) for p in paths or []]
             for p, raw in zip(given, paths or []):
@@ -220,6 +222,8 @@ class Library:
             refs = [ModelRef(enc.spec, enc.fingerprint) for _, enc in models]
             with runner as ex:
                 report = run_index(self.catalog, refs, present, ex, options, progress)
+            for check in encoding.finish() if encoding is not None else []:
+                self.catalog.record_precision_check(check)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
             if report.encoded:  # the first search of a fresh library is then torch-free
                 self._export_text_tower(models)
@@ -228,15 +232,23 @@ class Library:
                 self.indexes.sync(row, TEXT)
             return report
 
-    def _executor(self, given: Executor | None, batch_size: int = 0) -> AbstractContextManager[Executor]:
+    def _executor(
+        self, given: Executor | None, batch_size: int = 0, images: ImageEncoding | None = None
+    ) -> AbstractContextManager[Executor]:
         """`given`, left open; else a LocalExecutor on this library's encoders, closed on exit."""
         if given is None:
             from indexer.local_executor import LocalExecutor  # torch
 
-            return LocalExecutor(self.encoder, batch_size=batch_size)
+            return LocalExecutor(self.encoder, batch_size=batch_size, images=images)
         if batch_size:
             raise ValueError("batch_size sizes the default executor; give it to the executor passed instead")
         return nullcontext(given)
+
+    def _image_encoding(self) -> ImageEncoding:
+        """How this run encodes images: a reduced precision once the fidelity guard accepts it for the model."""
+        from retrieval.exported_towers import exports_enabled
+
+        return ImageEncoding(self.home, self.catalog.precision_checks(), self.notify, use_exports=exports_enabled())
 
     def forget(self, path: str | os.PathLike[str]) -> int:
         """Remove a root and its items; return the number of items removed."""
@@ -412,6 +424,7 @@ class Library:
         counts = self.catalog.counts()
         active = self.active_model()
         vectors = self.catalog.vector_counts()
+        checks = self.catalog.precision_checks()
         models = [
             {
                 "name": ModelSpec(m.name, m.pretrained, m.checkpoint).label,
@@ -420,6 +433,8 @@ class Library:
                 "images": vectors.get((m.id, IMAGE), 0),
                 "texts": vectors.get((m.id, TEXT), 0),
                 "active": active is not None and m.id == active.id,
+                "precision": precision_in_use(self.precision, self.device, m.fingerprint, checks),
+                "precision_checks": [check_fields(c) for c in checks if c.fingerprint == m.fingerprint],
             }
             for m in self.catalog.list_models()
         ]
