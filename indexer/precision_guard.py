@@ -1,10 +1,9 @@
 """Which precision images are encoded at, and the fidelity guard that must accept it first.
 
-`auto_cpu_precision()` picks per CPU, from its /proc/cpuinfo flags: bf16 where the CPU
-computes bf16 natively (AVX-512-BF16 or AMX: bf16 autocast is fastest there), else int8
-by ONNX Runtime (`indexer.quantised_export`: a quantised copy of the image tower, the
-model's own weights stay fp32), else fp32. benchmarks/onnx_eval.py holds the measurements
-behind the order.
+`auto_cpu_precision()` picks per CPU, from its /proc/cpuinfo flags: int8 by ONNX Runtime
+(`indexer.quantised_export`: a quantised copy of the image tower; the model's own weights
+stay fp32) unless the CPU has AMX, where bf16 autocast stays; bf16 or fp32 without
+onnxruntime. benchmarks/onnx_eval.py holds the measurements behind the order.
 
 A reduced precision is measured before it is trusted: the first time a library indexes
 with a model at bf16 or int8, the first GUARD_IMAGES images (all, if the run has fewer)
@@ -67,14 +66,23 @@ def cpu_flags() -> set[str]:
 
 
 def auto_cpu_precision(flags: set[str] | None = None) -> str:
-    """bf16 on CPUs with native bf16, else int8 (ONNX Runtime), else fp32. Torch-free."""
+    """The CPU precision `auto` means here, from the CPU's flags. Torch-free.
+
+    int8 (ONNX Runtime) wherever onnxruntime is installed: benchmarks/onnx_eval.py measured it
+    ahead of torch bf16 on an AVX-512-BF16/VNNI CPU (5.65x fp32 against 1.49x) and ahead of
+    fp32 with torch capped at AVX2. On AMX CPUs bf16 is kept: oneDNN's AMX bf16 kernels were
+    the fastest path there before, and no AMX measurement of int8 exists yet. Without
+    onnxruntime: bf16 where the CPU has it natively, else fp32.
+    """
     import importlib.util
 
     have = cpu_flags() if flags is None else flags
-    if "avx512_bf16" in have or "amx_bf16" in have:
+    if "amx_bf16" in have:
         return "bf16"
     if importlib.util.find_spec("onnxruntime") is not None:
         return "int8"
+    if "avx512_bf16" in have:
+        return "bf16"
     return "fp32"
 
 
@@ -199,12 +207,11 @@ class _Guarded:
             return self.fp32
         from indexer.derived import DerivedRejected
         from indexer.errors import DiskFull
-        from indexer.onnx_encode import OnnxImageEncoder
-        from indexer.quantised_export import image_encoder_int8
+        from indexer.quantised_export import image_encoder_int8, open_encoder
 
         t0 = time.perf_counter()
         try:
-            session = OnnxImageEncoder.open(image_encoder_int8(enc, self.owner.home))
+            session = open_encoder(image_encoder_int8(enc, self.owner.home))
         except (DerivedRejected, DiskFull) as e:
             self._record(PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, time.perf_counter() - t0, str(e)))
             return self.fp32

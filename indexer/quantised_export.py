@@ -19,12 +19,15 @@ holds a core between batches that the decoder processes need.
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from indexer.derived import IMAGE_ENCODER, IMAGE_ENCODER_INT8, Built, Derived, DerivedRejected, get_or_build
+from indexer.derived import IMAGE_ENCODER_INT8, Built, Derived, DerivedRejected, get_or_build
+from indexer.onnx_encode import OnnxImageEncoder
 
 if TYPE_CHECKING:
     from indexer.models import Encoder
@@ -44,6 +47,15 @@ def image_encoder_int8(encoder: Encoder, home: Path) -> Derived:
         home, encoder.fingerprint, IMAGE_ENCODER_INT8,
         lambda d: _build(source, d), lambda d: _validate(source, d, encoder.fingerprint),
     )
+
+
+def open_encoder(derived: Derived, threads: int = 0) -> OnnxImageEncoder:
+    """An ONNX Runtime session on an image encoder (fp32 or int8) that does not spin between batches."""
+    import onnxruntime as ort
+
+    info = derived.tag.info
+    session = ort.InferenceSession(str(derived.path), session_options(threads), providers=["CPUExecutionProvider"])
+    return OnnxImageEncoder(session, int(info["dim"]), int(info["height"]), int(info["width"]))
 
 
 def session_options(threads: int = 0, level: str = "all") -> Any:
@@ -66,7 +78,20 @@ def dynamic_quantise(source: Path, target: Path) -> None:
     """Dynamic int8 (weights QInt8, activations per batch) of an ONNX file."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    with _quiet_quantiser():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
+@contextmanager
+def _quiet_quantiser() -> Iterator[None]:
+    """The quantiser logs advice on the root logger (pre-processing, bias layout); the library never prints."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def calibrate_and_quantise(source: Path, target: Path, pixels: np.ndarray, *, reduce_range: bool = False) -> None:
@@ -80,10 +105,11 @@ def calibrate_and_quantise(source: Path, target: Path, pixels: np.ndarray, *, re
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    quantize_static(
+    with _quiet_quantiser():
+        quantize_static(
         str(source), str(target), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-    )
+        )
 
 
 def _build(source: Derived, folder: Path) -> Built:

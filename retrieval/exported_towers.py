@@ -75,7 +75,7 @@ class ExportedTowers:
         """Export `encoder`'s text tower unless there is one (or a noted refusal); a refusal becomes a note."""
         if not exports_enabled() or encoder.fingerprint in self._noted:
             return
-        if encoder.precision in ("fp16", "int8"):
+        if encoder.precision == "fp16":  # (int8 keeps fp32 weights: only its images go through an int8 copy)
             self._fall_back(encoder.fingerprint, f"it is made from fp32 weights, and this run loaded {encoder.precision} ones")
             return
         from indexer.onnx_export import text_encoder
