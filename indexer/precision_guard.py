@@ -1,9 +1,9 @@
 """Which precision images are encoded at, and the fidelity guard that must accept it first.
 
-`auto_cpu_precision()` picks per CPU, from its /proc/cpuinfo flags: int8 by ONNX Runtime
-(`indexer.quantised_export`: a quantised copy of the image tower; the model's own weights
-stay fp32) unless the CPU has AMX, where bf16 autocast stays; bf16 or fp32 without
-onnxruntime. benchmarks/onnx_eval.py holds the measurements behind the order.
+`auto_cpu_precision()` picks per CPU, from its /proc/cpuinfo flags: bf16 autocast where
+the CPU computes bf16 natively, else int8 by ONNX Runtime (`indexer.quantised_export`: a
+quantised copy of the image tower; the model's own weights stay fp32), else fp32.
+benchmarks/onnx_eval.py holds the measurements behind the order.
 
 A reduced precision is measured before it is trusted: the first time a library indexes
 with a model at bf16 or int8, the first GUARD_IMAGES images (all, if the run has fewer)
@@ -32,9 +32,10 @@ weights the tests have.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -65,25 +66,30 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def auto_cpu_precision(flags: set[str] | None = None) -> str:
-    """The CPU precision `auto` means here, from the CPU's flags. Torch-free.
+def auto_cpu_precision(flags: set[str] | None = None, env: dict[str, str] | None = None) -> str:
+    """The CPU precision `auto` means here, from the CPU's flags (and any cap on torch's kernels). Torch-free.
 
-    int8 (ONNX Runtime) wherever onnxruntime is installed: benchmarks/onnx_eval.py measured it
-    ahead of torch bf16 on an AVX-512-BF16/VNNI CPU (5.65x fp32 against 1.49x) and ahead of
-    fp32 with torch capped at AVX2. On AMX CPUs bf16 is kept: oneDNN's AMX bf16 kernels were
-    the fastest path there before, and no AMX measurement of int8 exists yet. Without
-    onnxruntime: bf16 where the CPU has it natively, else fp32.
+    bf16 where torch computes bf16 natively (AVX-512-BF16 or AMX, and no ATEN_CPU_CAPABILITY /
+    ONEDNN_MAX_CPU_ISA cap below them): there benchmarks/onnx_eval.py measured bf16 level with
+    ONNX Runtime int8 on a quiet machine (2.53x and 2.58x fp32), and bf16 needs no export and
+    stays closer to fp32. Elsewhere int8 by ONNX Runtime, measured 5.45x torch fp32 with torch
+    capped at AVX2 (where bf16 is emulated: 0.24x). Without onnxruntime: fp32.
     """
     import importlib.util
 
     have = cpu_flags() if flags is None else flags
-    if "amx_bf16" in have:
+    if ("avx512_bf16" in have or "amx_bf16" in have) and not _torch_isa_capped(os.environ if env is None else env):
         return "bf16"
     if importlib.util.find_spec("onnxruntime") is not None:
         return "int8"
-    if "avx512_bf16" in have:
-        return "bf16"
     return "fp32"
+
+
+def _torch_isa_capped(env: Mapping[str, str]) -> bool:
+    """True when torch or oneDNN is told to use kernels without native bf16 (as benchmarks do with --avx2)."""
+    aten = env.get("ATEN_CPU_CAPABILITY", "").lower()
+    onednn = env.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return aten in ("default", "avx2", "zvector") or (onednn not in ("", "ALL") and "BF16" not in onednn and "AMX" not in onednn)
 
 
 def precision_in_use(requested: str, device: str, fingerprint: str, checks: list[PrecisionCheck]) -> str:

@@ -92,7 +92,7 @@ Corpus = tuple[Path, Path, dict[str, np.ndarray]]
 def test_bf16_is_accepted_on_the_first_images_recorded_once_and_shown_by_status(
     tmp_path: Path, corpus: Corpus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(precision_guard, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16"})  # auto: bf16
+    monkeypatch.setattr(precision_guard, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})  # auto: bf16
     root = photos_of(corpus, tmp_path)
     checks, notes = index(tmp_path / "lib", root, "auto")
     # 12 photos decode (fewer than GUARD_IMAGES: all of them are compared)
@@ -116,7 +116,7 @@ def test_bf16_is_accepted_on_the_first_images_recorded_once_and_shown_by_status(
 
 
 def test_a_perturbed_fast_path_is_refused_and_fp32_used(tmp_path: Path, corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(precision_guard, "cpu_flags", lambda: {"avx2", "avx512f", "amx_bf16"})  # auto: bf16
+    monkeypatch.setattr(precision_guard, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})  # auto: bf16
     root = photos_of(corpus, tmp_path)
     failpoints.arm(failpoints.FAST_PATH_NOISE)
     try:
@@ -184,6 +184,16 @@ def test_an_int8_export_is_rebuilt_when_deleted_truncated_or_another_models(
     shutil.copytree(entry_folder(home, FP), other)
     assert lookup(home, OTHER, IMAGE_ENCODER_INT8) is None
     assert os.path.exists(other / IMAGE_ENCODER_INT8.filename)
+
+
+def test_auto_picks_bf16_only_where_torch_computes_it_natively() -> None:
+    bf16_cpu = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}
+    assert precision_guard.auto_cpu_precision(bf16_cpu, {}) == "bf16"
+    assert precision_guard.auto_cpu_precision({"avx2", "amx_bf16"}, {}) == "bf16"
+    assert precision_guard.auto_cpu_precision({"avx2", "fma"}, {}) == "int8"
+    capped = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # benchmarks' --avx2
+    assert precision_guard.auto_cpu_precision(bf16_cpu, capped) == "int8"
+    assert precision_guard.auto_cpu_precision(bf16_cpu, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}) == "bf16"
 
 
 def test_the_perturbing_failpoint_is_a_known_point(monkeypatch: pytest.MonkeyPatch) -> None:
