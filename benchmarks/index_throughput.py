@@ -206,8 +206,10 @@ def encode_ceiling(encode: EncodeFn, size: int, batch: int, repeats: int = 4) ->
 def clipdex_run(work: Path, name: str, photos_dir: Path, spec: ModelSpec, precision: str, seed_from: Path | None) -> tuple[float, dict[str, float], int]:
     """(seconds, stage timings, images) of `Library.index` into a fresh library, timed around the whole call.
 
-    `seed_from`: a library whose guard verdicts and derived exports the fresh one starts with
-    (the state after the one-time guard). The model is loaded before the clock starts.
+    `seed_from`: a library whose derived exports (the text tower every first index exports,
+    the int8 image encoder) and guard verdicts the fresh one starts with: the state after
+    the one-time costs, for fp32 and the chosen precision alike. The model is loaded
+    before the clock starts.
     """
     home = work / name
     shutil.rmtree(home, ignore_errors=True)
@@ -216,7 +218,7 @@ def clipdex_run(work: Path, name: str, photos_dir: Path, spec: ModelSpec, precis
         shutil.copytree(seed_from / "derived", home / "derived")
     with Library.open(home, precision=precision) as lib:
         enc = lib.encoder(spec)
-        if seed_from is not None:
+        if seed_from is not None and precision != "fp32":
             lib.catalog.ensure_model(enc.fingerprint, spec.name, spec.pretrained, spec.checkpoint, enc.dim)
             with Library.open(seed_from) as seeded:
                 for check in seeded.catalog.precision_checks():
@@ -267,8 +269,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
 
-    print(f"generating photos in {work / 'photos'} (cached) ...", file=sys.stderr)
-    paths = photos.generate(work / "photos", phones=args.phones, screenshots=max(1, args.phones // 8), web=max(1, args.phones // 8))
+    photo_dir = work / f"photos-{args.phones}"  # one folder per set: the libraries index the whole folder
+    print(f"generating photos in {photo_dir} (cached) ...", file=sys.stderr)
+    paths = photos.generate(photo_dir, phones=args.phones, screenshots=max(1, args.phones // 8), web=max(1, args.phones // 8))
     weights = work / f"{args.model}-random.safetensors"
     if args.model != TINY_MODEL and not weights.exists():
         m = open_clip.create_model(args.model, pretrained=None)
@@ -279,7 +282,7 @@ def main() -> None:
     # The one-time guard, on a library of its own: it picks (and checks) the precision the timed runs use.
     print("fidelity guard (one time) ...", file=sys.stderr)
     guard_lib = work / "guard-lib"
-    guard_s, _, _ = clipdex_run(work, "guard-lib", work / "photos", spec, "auto", None)
+    guard_s, _, _ = clipdex_run(work, "guard-lib", photo_dir, spec, "auto", None)
     with Library.open(guard_lib) as lib:
         encoder = lib.encoder(spec)  # auto: the chosen precision, fp32 weights
         checks = lib.catalog.precision_checks()
@@ -291,8 +294,8 @@ def main() -> None:
     sides: dict[str, Callable[[], float]] = {
         "naive fp32": lambda: naive(paths, fp32_fn, size),
         f"naive {chosen}": lambda: naive(paths, chosen_fn, size),
-        "clipdex fp32": lambda: clipdex_run(work, "lib-fp32", work / "photos", spec, "fp32", None)[0],
-        f"clipdex {chosen}": lambda: clipdex_run(work, "lib-chosen", work / "photos", spec, "auto", guard_lib)[0],
+        "clipdex fp32": lambda: clipdex_run(work, "lib-fp32", photo_dir, spec, "fp32", guard_lib)[0],
+        f"clipdex {chosen}": lambda: clipdex_run(work, "lib-chosen", photo_dir, spec, "auto", guard_lib)[0],
     }
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.rounds):
@@ -301,7 +304,7 @@ def main() -> None:
             print(f"round {r + 1}: {name} ...", file=sys.stderr)
             seconds[name].append(sides[name]())
     rates = {name: len(paths) / statistics.median(s) for name, s in seconds.items()}
-    _, timings, encoded = clipdex_run(work, "lib-chosen", work / "photos", spec, "auto", guard_lib)  # stage split, untimed
+    _, timings, encoded = clipdex_run(work, "lib-chosen", photo_dir, spec, "auto", guard_lib)  # stage split, untimed
     assert encoded == len(paths), (encoded, len(paths))
 
     print("ceilings ...", file=sys.stderr)
