@@ -172,7 +172,7 @@ def main() -> None:
         out = np.asarray(fn(pixels), dtype=np.float32)
         cos = np.sum(out * base_out, axis=1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(base_out, axis=1))
         print(f"{name:36} {rates[name]:8.1f} {rates[name] / base_rate:7.2f}x {cos.mean():9.4f} {cos.min():8.4f}")
-    print(f"reproduce: .venv/bin/python benchmarks/onnx_eval.py --model {args.model}{' --avx2' if args.avx2 else ''}")
+    print(f"reproduce: .venv/bin/python benchmarks/onnx_eval.py --model {args.model} --rounds {args.rounds}{' --avx2' if args.avx2 else ''}")
 
 
 if __name__ == "__main__":
