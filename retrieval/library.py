@@ -121,7 +121,8 @@ class Library:
         """Open (creating if needed) the library at `home`, else $CLIPDEX_HOME, else the user data dir.
 
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
-        `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32 or bf16.
+        `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16 or int8;
+        images are encoded at bf16 or int8 once the fidelity guard (`indexer.precision_guard`) accepts it.
         """
         root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
