@@ -215,15 +215,12 @@ class _Guarded:
         from indexer.errors import DiskFull
         from indexer.quantised_export import image_encoder_int8, open_encoder
 
-        t0 = time.perf_counter()
         try:
             session = open_encoder(image_encoder_int8(enc, self.owner.home))
         except (DerivedRejected, DiskFull) as e:
-            self._record(PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, time.perf_counter() - t0, str(e)))
+            self._record(PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, self._seconds, str(e)))
             return self.fp32
-        if self.check is None:
-            self._seconds += time.perf_counter() - t0  # building the int8 file is part of the one-time cost
-        return session.encode
+        return session.encode  # (building it is timed by `encode`, as part of the guard's one-time cost)
 
 
 def _with_noise(fast: EncodeFn) -> EncodeFn:
