@@ -217,8 +217,12 @@ class _Guarded:
 
         try:
             session = open_encoder(image_encoder_int8(enc, self.owner.home))
-        except (DerivedRejected, DiskFull) as e:
+        except DerivedRejected as e:  # cannot be made for this model: recorded, fp32 from now on
             self._record(PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, self._seconds, str(e)))
+            return self.fp32
+        except DiskFull as e:  # a full disk passes: fp32 for this run only, nothing recorded
+            self.check = PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, self._seconds, str(e))
+            self.owner.notify(f"{enc.spec.label}: {e}; encoding images at fp32 in this run")
             return self.fp32
         return session.encode  # (building it is timed by `encode`, as part of the guard's one-time cost)
 
