@@ -9,9 +9,11 @@ when its vectors have cosine ≥ MIN_COSINE with the fp32 export's on fixed imag
 fidelity that matters, on the user's own photos, is measured by `indexer.precision_guard`.
 
 Why dynamic and not static (QDQ, calibrated on the library's first images):
-benchmarks/onnx_eval.py measured both (README "Performance"); static needs the images
-before the file can be built, its calibration costs more than the guard, and it did not
-run faster here. `calibrate_and_quantise` stays for that benchmark.
+benchmarks/onnx_eval.py measured both (README "Performance"): static was not reliably
+faster (6.50x vs 5.45x fp32 in one run, 5.17x vs 5.65x in the other), moved the vectors
+much further from fp32 (cosine 0.98 against 0.9998), needs the images before the file
+can be built, and its calibration took 56-98 s against 1.4-6.1 s. `calibrate_and_quantise`
+stays for that benchmark.
 
 Sessions run with `session.intra_op.allow_spinning` = 0: a spinning intra-op thread
 holds a core between batches that the decoder processes need.
