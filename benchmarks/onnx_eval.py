@@ -1,59 +1,107 @@
-"""Evaluate CPU inference back ends for the image encoder, in one run.
+"""Evaluate CPU inference back ends for the image encoder, side by side, in one run.
 
-    .venv/bin/pip install onnx onnxruntime onnxscript   # evaluation only, not clipdex dependencies
-    .venv/bin/python benchmarks/onnx_eval.py [--model ViT-B-32-256] [--checkpoint FILE]
+    .venv/bin/python benchmarks/onnx_eval.py [--model ViT-B-32-256] [--avx2] [--rounds 3]
 
-Back ends: clipdex's own encoder (`encode_images`, uint8 in) at fp32 (the
-baseline), bf16 (autocast under no_grad, image weights cast once) and int8
-(torch dynamic quantisation of the Linear layers); ONNX Runtime fp32, and ONNX
-Runtime with dynamic int8 quantisation (normalisation in numpy, timed too). For
-each: images/s at batch 32 and the embedding cosine against fp32 (mean and
-minimum). With random weights the cosine says little; pass `--model clipdex-tiny`
-(trained weights ship with the package) for a meaningful fidelity figure.
+Back ends, all fed what the indexer hands the encoder (model-sized uint8 pixels):
+- torch fp32 (`encode_images`, the baseline), bf16 (autocast, bf16 tower copy), and
+  dynamic int8 as a separate inference copy of the image tower (nn.Linear quantised);
+- ONNX Runtime on clipdex's image export (uint8 in, normalisation in the graph): fp32,
+  dynamic int8 (weights QInt8, activations quantised per batch), static int8 QDQ
+  calibrated on the first images (per-channel weights, with and without reduce_range),
+  each at graph optimisation level ALL (and fp32 at BASIC, to show the level's worth),
+  intra-op threads = cores, `session.intra_op.allow_spinning` = 0.
+
+Each back end runs `--repeats` batches per round; rounds interleave the back ends (A B C
+… A B C …) and the table gives the median rate. Cosines are against torch fp32 on the
+same pixels. With random weights the cosine says little; `--model clipdex-tiny` (trained
+weights) gives a meaningful fidelity figure.
+
+`--avx2` re-runs this script with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2: torch
+and oneDNN then use AVX2 kernels only. ONNX Runtime has no switch to cap its instruction
+set (MLAS picks kernels from CPUID at start; no environment variable or session option
+limits it), so its figures under `--avx2` are still those of this CPU's best kernels
+(AVX-512 and VNNI where present): on a real AVX2 machine its int8 is slower.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.encode import encode_images  # noqa: E402
-from indexer.models import ModelSpec, load_encoder  # noqa: E402
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile")
 
 
-class _Visual(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.model.encode_image(x), dim=-1)  # type: ignore[operator]
+def reexec_avx2() -> None:
+    """Run this script again with torch and oneDNN capped at AVX2 (once: the variables are then set)."""
+    if all(os.environ.get(k) == v for k, v in AVX2_ENV.items()):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
 
 
-def rate(fn: object, x: np.ndarray, repeats: int = 3) -> tuple[float, np.ndarray]:
-    out = fn(x[:4])  # type: ignore[operator]
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(x)  # type: ignore[operator]
-    return repeats * len(x) / (time.perf_counter() - t0), np.asarray(out)
+def cpu_header() -> str:
+    """The CPU model, which of CPU_FLAGS it has, and torch's kernel level (after any cap)."""
+    import torch
+
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    have = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in CPU_FLAGS)
+    capped = " (capped: " + " ".join(f"{k}={os.environ[k]}" for k in AVX2_ENV if k in os.environ) + ")" if any(
+        k in os.environ for k in AVX2_ENV) else ""
+    return f"{model}, {len(os.sched_getaffinity(0))} cores; {have}; torch kernels {torch.backends.cpu.get_cpu_capability()}{capped}"
+
+
+def interleaved(backends: dict[str, Callable[[np.ndarray], np.ndarray]], x: np.ndarray, rounds: int, repeats: int) -> dict[str, float]:
+    """Median img/s per back end over `rounds`, the back ends taking turns within each round."""
+    for fn in backends.values():
+        fn(x[:4])  # warm-up: first-call allocations and kernel choice
+    rates: dict[str, list[float]] = {name: [] for name in backends}
+    for r in range(rounds):
+        order = list(backends) if r % 2 == 0 else list(reversed(backends))  # no back end always first
+        for name in order:
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                backends[name](x)
+            rates[name].append(repeats * len(x) / (time.perf_counter() - t0))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="ViT-B-32-256")
     ap.add_argument("--checkpoint", type=Path)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16, help="the indexer's CPU batch")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--avx2", action="store_true", help="cap torch/oneDNN at AVX2 (re-executes this script)")
     args = ap.parse_args()
+    if args.avx2:
+        reexec_avx2()
+    import torch
+
+    from indexer.encode import encode_images
+    from indexer.models import ModelSpec, load_encoder
+    from indexer.quantised_export import calibrate_and_quantise, dynamic_quantise, session_options
+    from indexer.onnx_export import ImageTower, _export  # the export the indexer uses
+    from indexer.derived import IMAGE_ENCODER
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     if args.checkpoint is None and args.model != "clipdex-tiny":
         import open_clip
@@ -65,41 +113,66 @@ def main() -> None:
             m = open_clip.create_model(args.model, pretrained=None)
             save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(args.checkpoint))
     spec = ModelSpec.parse(args.model, args.checkpoint)
-    encoders = {p: load_encoder(spec, "cpu", p) for p in ("fp32", "bf16", "int8")}
-    enc = encoders["fp32"]
-    size = enc.input_spec.height
-    visual = _Visual(enc.model).eval()
+    fp32 = load_encoder(spec, "cpu", "fp32")
+    bf16 = load_encoder(spec, "cpu", "bf16")
+    size = fp32.input_spec.height
     rng = np.random.default_rng(0)
     # Smooth random pictures at model size, as uint8 (what the indexer hands the encoder).
-    small = torch.from_numpy(rng.random((args.batch, 3, 8, 8), dtype=np.float32))
+    small = torch.from_numpy(rng.random((args.batch * 3, 3, 8, 8), dtype=np.float32))
     x = torch.nn.functional.interpolate(small, size=size, mode="bilinear").permute(0, 2, 3, 1)
-    pixels = (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()  # (B, S, S, 3)
-    mean, std = np.array(enc.mean, dtype=np.float32), np.array(enc.std, dtype=np.float32)
+    pixels_all = (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()  # (3B, S, S, 3)
+    calib, pixels = pixels_all[: 2 * args.batch], pixels_all[2 * args.batch :]
 
-    def normalised(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(((a / np.float32(255) - mean) / std).transpose(0, 3, 1, 2), dtype=np.float32)
+    int8_tower = torch.ao.quantization.quantize_dynamic(
+        ImageTower(fp32.model, fp32.mean, fp32.std).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def torch_int8(a: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return int8_tower(torch.from_numpy(a)).numpy()
 
     work = Path(tempfile.mkdtemp())
-    onnx_path, int8_path = work / "visual.onnx", work / "visual-int8.onnx"
-    torch.onnx.export(visual, (torch.from_numpy(normalised(pixels[:2])),), str(onnx_path), input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False)
-    quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8)
-    sessions = {name: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for name, p in
-                (("onnxruntime fp32", onnx_path), ("onnxruntime int8 (dynamic)", int8_path))}
+    print("exporting and quantising ...", file=sys.stderr)
+    fp32_path = work / "image-encoder.onnx"
+    _export(ImageTower(fp32.model, fp32.mean, fp32.std), torch.from_numpy(pixels[:2]), "pixels", fp32_path, IMAGE_ENCODER, "bench")
+    dyn_path, qdq_path, qdq7_path = work / "dyn.onnx", work / "qdq.onnx", work / "qdq7.onnx"
+    t0 = time.perf_counter()
+    dynamic_quantise(fp32_path, dyn_path)
+    t_dyn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    calibrate_and_quantise(fp32_path, qdq_path, calib, reduce_range=False)
+    t_qdq = time.perf_counter() - t0
+    calibrate_and_quantise(fp32_path, qdq7_path, calib, reduce_range=True)
+    cores = len(os.sched_getaffinity(0))
 
-    labels = {"fp32": "clipdex fp32 (baseline)", "bf16": "clipdex bf16 (autocast, no_grad)",
-              "int8": "clipdex int8 (dynamic, nn.Linear)"}
-    results = [(labels[p], *rate(lambda a, e=e: encode_images(e, a), pixels)) for p, e in encoders.items()]
-    for name, sess in sessions.items():
-        results.append((name, *rate(lambda a, s=sess: s.run(None, {"x": normalised(a)})[0], pixels)))
-    base_rate, base_out = results[0][1], results[0][2]
+    def ort_fn(path: Path, level: str = "all") -> Callable[[np.ndarray], np.ndarray]:
+        sess = ort.InferenceSession(str(path), session_options(cores, level), providers=["CPUExecutionProvider"])
+        return lambda a: sess.run(["vectors"], {"pixels": a})[0]
+
+    backends: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "torch fp32 (baseline)": lambda a: encode_images(fp32, a),
+        "torch bf16 (autocast, bf16 tower)": lambda a: encode_images(bf16, a),
+        "torch int8 dynamic (tower copy)": torch_int8,
+        "ORT fp32, opt BASIC": ort_fn(fp32_path, "basic"),
+        "ORT fp32, opt ALL": ort_fn(fp32_path),
+        "ORT int8 dynamic": ort_fn(dyn_path),
+        "ORT int8 static QDQ": ort_fn(qdq_path),
+        "ORT int8 static QDQ reduce_range": ort_fn(qdq7_path),
+    }
+    print("timing ...", file=sys.stderr)
+    rates = interleaved(backends, pixels, args.rounds, args.repeats)
+    base_out = encode_images(fp32, pixels)
     print(f"\nonnx_eval: {args.model} image encoder, batch {args.batch}, "
-          f"{'trained' if args.model == 'clipdex-tiny' else 'random'} weights")
-    print(f"{'back end':32} {'img/s':>8} {'vs fp32':>8} {'cos mean':>9} {'cos min':>8}")
-    for name, r, out in results:
+          f"{'trained' if args.model == 'clipdex-tiny' else 'random'} weights, {args.rounds} rounds x {args.repeats} batches, interleaved, medians")
+    print(f"CPU: {cpu_header()}")
+    print(f"ORT {ort.__version__}: intra-op threads {cores}, allow_spinning 0; "
+          f"quantise time: dynamic {t_dyn:.1f} s, static QDQ (calibration on {len(calib)} images) {t_qdq:.1f} s")
+    print(f"{'back end':36} {'img/s':>8} {'vs fp32':>8} {'cos mean':>9} {'cos min':>8}")
+    base_rate = rates["torch fp32 (baseline)"]
+    for name, fn in backends.items():
+        out = np.asarray(fn(pixels), dtype=np.float32)
         cos = np.sum(out * base_out, axis=1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(base_out, axis=1))
-        print(f"{name:32} {r:8.1f} {r / base_rate:7.2f}x {cos.mean():9.4f} {cos.min():8.4f}")
-    print("reproduce: .venv/bin/python benchmarks/onnx_eval.py")
+        print(f"{name:36} {rates[name]:8.1f} {rates[name] / base_rate:7.2f}x {cos.mean():9.4f} {cos.min():8.4f}")
+    print(f"reproduce: .venv/bin/python benchmarks/onnx_eval.py --model {args.model} --rounds {args.rounds}{' --avx2' if args.avx2 else ''}")
 
 
 if __name__ == "__main__":

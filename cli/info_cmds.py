@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,13 +33,24 @@ def status(
         f"model     {shown(st.active_model or 'none yet')}",
     ]
     lines += [f"root      {shown(r['path'])}" + ("" if r["exists"] else "  (missing)") for r in st.roots]
-    lines += [
-        f"  {'*' if m['active'] else ' '} {shown(m['name'])}  {m['images']} images, {m['texts']} texts  [{shown(m['fingerprint'])}]"
-        for m in st.models
-    ]
+    for m in st.models:
+        lines.append(f"  {'*' if m['active'] else ' '} {shown(m['name'])}  {m['images']} images, {m['texts']} texts  [{shown(m['fingerprint'])}]")
+        lines += _precision_lines(m)
     typer.echo("\n".join(lines))
     for e in st.errors or []:
         echo(f"skipped   {e['path']}: {e['reason']}")
+
+
+def _precision_lines(model: dict[str, Any]) -> list[str]:
+    """The precision images are indexed at, and the fidelity guard's verdicts."""
+    lines = [f"      images encoded at {model['precision']}"]
+    for c in model["precision_checks"]:
+        verdict = "accepted" if c["accepted"] else "refused"
+        lines.append(
+            f"      guard {c['precision']}: {verdict}, cosine to fp32 mean {c['mean_cosine']:.4f} / min {c['min_cosine']:.4f} "
+            f"on {c['images']} images ({c['seconds']:.1f} s)" + (f": {c['reason']}" if c["reason"] and c["images"] == 0 else "")
+        )
+    return lines
 
 
 def models(library: LibraryOpt = None, as_json: JsonOpt = False) -> None:

@@ -44,7 +44,8 @@ PrecisionOpt = Annotated[
     str,
     typer.Option(
         "--precision",
-        help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32, bf16, int8 (CPU) or fp16.",
+        help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16, int8 (CPU, ONNX Runtime) "
+        "or fp16. bf16 and int8 are used for indexing once a fidelity check on the first images accepts them.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

@@ -8,8 +8,8 @@ from typing import Iterable
 from sqlalchemy import delete, insert, select
 
 from indexer.catalog_connection import CatalogConnection
-from indexer.items import ModelRow
-from indexer.schema import meta, models, roots
+from indexer.items import ModelRow, PrecisionCheck
+from indexer.schema import meta, models, precision_checks, roots
 
 
 class CatalogSettings(CatalogConnection):
@@ -68,6 +68,35 @@ class CatalogSettings(CatalogConnection):
         with self._read() as conn:
             rows = conn.execute(select(models).order_by(models.c.id)).all()
         return [ModelRow(r.id, r.fingerprint, r.name, r.pretrained, r.checkpoint, r.dim) for r in rows]
+
+    # -- precision checks ------------------------------------------------------------------
+
+    def record_precision_check(self, check: PrecisionCheck) -> None:
+        """Save the guard's verdict for (model, precision), replacing an earlier one. The model must be registered."""
+        row = self.model_by_fingerprint(check.fingerprint)
+        if row is None:
+            raise ValueError(f"model {check.fingerprint} is not registered in the catalog")
+        with self._write() as conn:
+            pc = precision_checks.c
+            conn.execute(delete(precision_checks).where(pc.model_id == row.id, pc.precision == check.precision))
+            conn.execute(insert(precision_checks).values(
+                model_id=row.id, precision=check.precision, accepted=int(check.accepted), mean_cosine=check.mean_cosine,
+                min_cosine=check.min_cosine, images=check.images, seconds=check.seconds, reason=check.reason,
+                checked_at=time.time(),
+            ))
+
+    def precision_checks(self) -> list[PrecisionCheck]:
+        """Every recorded verdict, by model then precision."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(models.c.fingerprint, precision_checks)
+                .join(models, models.c.id == precision_checks.c.model_id)
+                .order_by(precision_checks.c.model_id, precision_checks.c.precision)
+            ).all()
+        return [
+            PrecisionCheck(r.fingerprint, r.precision, bool(r.accepted), r.mean_cosine, r.min_cosine, r.images, r.seconds, r.reason)
+            for r in rows
+        ]
 
     # -- roots -----------------------------------------------------------------------------
 

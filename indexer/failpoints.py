@@ -30,6 +30,9 @@ POINTS = (CATALOG_MID_BATCH, CATALOG_BEFORE_COMMIT, CATALOG_AFTER_COMMIT, INDEX_
 DECODER_BEFORE_DECODE = "decoder.before_decode"  # a worker took its next file, not yet opened
 RAY_BEFORE_DECODE = "ray.before_decode"  # a Ray decode task took its next file (tests/test_ray_executor.py)
 WORKER_POINTS = (DECODER_BEFORE_DECODE, RAY_BEFORE_DECODE)
+# Points that change a result instead of stopping the process: `perturbs(name)` is true while armed.
+FAST_PATH_NOISE = "encode.fast_path_noise"  # the reduced-precision image encoder's vectors get noise added
+PERTURB_POINTS = (FAST_PATH_NOISE,)
 
 _UNREAD = object()
 _armed: object = _UNREAD  # _UNREAD, None (disarmed) or the armed point's name
@@ -59,6 +62,13 @@ def hit(name: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def perturbs(name: str) -> bool:
+    """True while `name` (one of PERTURB_POINTS) is armed, by `arm` or CLIPDEX_FAILPOINT; never kills or raises."""
+    if _armed is _UNREAD:
+        _arm_from_env()
+    return _armed == name
+
+
 def arm(name: str, count: int = 1, error: BaseException | None = None) -> None:
     """Arm `name` in this process, ignoring CLIPDEX_FAILPOINT: at its `count`-th hit it raises
     `error`, or kills the process when there is none. Raises FailpointError for an unknown point."""
@@ -76,8 +86,9 @@ def disarm() -> None:
 def parse(spec: str) -> tuple[str, int]:
     """`name` or `name:count` as (name, count); raise FailpointError for anything else."""
     name, _, count = spec.strip().partition(":")
-    if name not in POINTS + WORKER_POINTS:
-        raise FailpointError(f"{ENV}={spec!r}: unknown point; known points: {', '.join(POINTS + WORKER_POINTS)}")
+    known = POINTS + WORKER_POINTS + PERTURB_POINTS
+    if name not in known:
+        raise FailpointError(f"{ENV}={spec!r}: unknown point; known points: {', '.join(known)}")
     if count and not (count.isdigit() and int(count) >= 1):
         raise FailpointError(f"{ENV}={spec!r}: the count after ':' must be a whole number of at least 1")
     return name, int(count) if count else 1

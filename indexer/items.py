@@ -56,3 +56,17 @@ class ItemRow:
     iso: int | None = None
     lat: float | None = None
     lon: float | None = None
+
+
+@dataclass(frozen=True)
+class PrecisionCheck:
+    """The fidelity guard's verdict for one model at one reduced precision (`indexer.precision_guard`)."""
+
+    fingerprint: str
+    precision: str  # bf16 | int8
+    accepted: bool  # images are encoded at `precision` (else at fp32)
+    mean_cosine: float  # against fp32, over the first `images` images the library indexed
+    min_cosine: float
+    images: int
+    seconds: float  # the check's one-time cost
+    reason: str | None = None  # why it was refused

@@ -25,15 +25,29 @@ from indexer.workers import DecodePool, PoolConfig
 TEXT_BATCH = 256  # texts per encoder call: a batch is padded only to its longest text
 
 
+ImageEncodeFn = Callable[[np.ndarray], np.ndarray]  # (B, H, W, 3) uint8 → (B, D) unit float32
+
+
 class LocalExecutor:
-    """Embeds on this machine. `batch_size` 0: images per encoder call sized for the device."""
+    """Embeds on this machine. `batch_size` 0: images per encoder call sized for the device.
+
+    `images` gives the function an encoder's images are encoded with (the library passes
+    `indexer.precision_guard.ImageEncoding`: a reduced precision once its guard accepts it);
+    by default `encode_images` at the encoder's precision.
+    """
 
     def __init__(
-        self, loader: Callable[[ModelSpec], Encoder], *, batch_size: int = 0, pool: PoolConfig = PoolConfig()
+        self,
+        loader: Callable[[ModelSpec], Encoder],
+        *,
+        batch_size: int = 0,
+        pool: PoolConfig = PoolConfig(),
+        images: Callable[[Encoder], ImageEncodeFn] | None = None,
     ) -> None:
         self.loader = loader
         self.batch_size = batch_size
         self.pool = pool
+        self.images = images
         self.timings: dict[str, float] = {}
         self.devices: dict[str, str] = {}  # fingerprint -> "cuda:0 fp16": where each model ran
         self._clock = StageClock(self.timings)
@@ -95,8 +109,9 @@ class LocalExecutor:
         for enc in encoders:
             ok = [(res, out) for res, out in zip(results, decoded[enc.input_spec]) if isinstance(out, DecodedImage)]
             if ok:
+                encode = self.images(enc) if self.images is not None else lambda p, e=enc: encode_images(e, p)
                 with self._clock("encode"):
-                    vectors = encode_images(enc, np.stack([out.pixels for _, out in ok]))  # (B, D)
+                    vectors = encode(np.stack([out.pixels for _, out in ok]))  # (B, D)
                 for (res, _), v in zip(ok, vectors):
                     res.vectors[enc.fingerprint] = v
         return results

@@ -42,7 +42,9 @@ class Encoder:
     fingerprint: str
     dim: int
     device: torch.device
-    precision: str = "fp32"  # fp32 | fp16 (CUDA) | bf16 (autocast, CPUs with native bf16) | int8 (CPU)
+    # fp32 | fp16 (CUDA) | bf16 (autocast, CPUs with native bf16) | int8 (CPU: images by the ONNX Runtime
+    # int8 copy, `indexer.quantised_export`; `model` keeps fp32 weights, texts are encoded at fp32)
+    precision: str = "fp32"
     # bf16 only: (the image tower it was made from, a copy with bf16 weights), made on the
     # first image batch. `model` keeps its fp32 weights for fine-tuning and the fingerprint.
     bf16_image_tower: tuple[torch.nn.Module, torch.nn.Module] | None = field(default=None, repr=False)
@@ -71,13 +73,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 def pick_precision(device: torch.device, requested: str = "auto") -> str:
-    """`auto`: fp16 on CUDA, bf16 autocast on CPUs with native bf16, else fp32."""
+    """`auto`: fp16 on CUDA; on a CPU, bf16 autocast with native bf16, else int8 (ONNX Runtime), else fp32."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
         return "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
+    if device.type == "cpu":
+        from indexer.precision_guard import auto_cpu_precision
+
+        return auto_cpu_precision()
     return "fp32"
 
 
@@ -116,11 +120,10 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto",
     chosen = pick_precision(dev, precision)
     if chosen == "fp16":
         model = model.half()
-    elif chosen == "int8":
-        if dev.type != "cpu":
-            raise ModelNotAvailable("int8 precision runs on the CPU only; choose the cpu device")
-        # Dynamic int8 on the Linear layers (the MLPs): weights quantised once, activations per batch.
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    elif chosen == "int8" and dev.type != "cpu":
+        raise ModelNotAvailable("int8 precision runs on the CPU only; choose the cpu device")
+    # int8 keeps the fp32 weights here: images go through a quantised ONNX copy (indexer.precision_guard),
+    # not torch's dynamic int8, whose quantised-tensor functions torch deprecates.
     model = model.to(dev)
     pp = open_clip.get_model_preprocess_cfg(model)
     size = pp.get("size", 224)

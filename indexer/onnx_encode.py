@@ -90,18 +90,25 @@ class OnnxImageEncoder:
         """Raises ValueError for an export whose tag lacks the input's resize rules."""
         if derived.kind.name != IMAGE_ENCODER.name:
             raise ValueError(f"{derived.path} is not an image encoder")
-        info = derived.tag.info
-        try:
-            spec = InputSpec(
-                int(info["height"]), int(info["width"]), str(info["resize_mode"]), str(info["interpolation"]),
-                int(info["fill_color"]),
-            )
-        except KeyError as e:
-            raise ValueError(f"{derived.path}'s tag does not say how to resize photos ({e})") from None
-        return cls(_session(derived, threads), int(info["dim"]), spec)
+        return cls(_session(derived, threads), int(derived.tag.info["dim"]), input_spec_of(derived))
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self.session.run(["vectors"], {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]  # (B, D)
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def input_spec_of(derived: Derived) -> InputSpec:
+    """How to decode a photo for an exported image encoder (fp32 or its int8 copy), from its tag.
+
+    Raises ValueError for a tag that lacks the resize rules (an export older than them).
+    """
+    info = derived.tag.info
+    try:
+        return InputSpec(
+            int(info["height"]), int(info["width"]), str(info["resize_mode"]), str(info["interpolation"]),
+            int(info["fill_color"]),
+        )
+    except KeyError as e:
+        raise ValueError(f"{derived.path}'s tag does not say how to resize photos ({e})") from None

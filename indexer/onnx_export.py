@@ -295,7 +295,7 @@ def _validation_images(height: int, width: int) -> np.ndarray:
 
 def _fp32_cpu_model(encoder: Encoder) -> torch.nn.Module:
     model = encoder.model
-    if encoder.precision not in ("fp32", "bf16") or any(p.dtype != torch.float32 for p in model.parameters()):
+    if encoder.precision not in ("fp32", "bf16", "int8") or any(p.dtype != torch.float32 for p in model.parameters()):
         raise ValueError(f"ONNX exports are made from fp32 weights; load the model with precision fp32, not {encoder.precision}")
     if encoder.device.type != "cpu":
         model = copy.deepcopy(model).cpu()

@@ -153,6 +153,10 @@ class _EncoderActor:
         if threads > 0:
             torch.set_num_threads(threads)
         self.encoder = load_encoder(spec, device, precision, home=None if home is None else _home(home))
+        if self.encoder.precision == "int8":
+            # int8 is the local executor's ONNX Runtime copy behind the fidelity guard; an actor encodes
+            # with torch, so it says fp32, which is what it computes.
+            self.encoder.precision = "fp32"
 
     def describe(self) -> tuple[str, str, str, InputSpec]:
         """(fingerprint, device, precision, input spec)."""

@@ -110,6 +110,22 @@ embeddings = Table(
 )
 Index("ix_embeddings_model", embeddings.c.model_id, embeddings.c.item_id)
 
+# The fidelity guard's verdict per model and reduced precision (revision 0003): the first
+# images a library indexed, encoded at fp32 and at the precision, and their cosines.
+precision_checks = Table(
+    "precision_checks",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("precision", String(16), primary_key=True),  # bf16 | int8
+    Column("accepted", Integer, nullable=False),  # 1: images are encoded at this precision; 0: at fp32
+    Column("mean_cosine", Float, nullable=False),
+    Column("min_cosine", Float, nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),  # the guard's one-time cost
+    Column("reason", Text),  # why it was refused, when it was
+    Column("checked_at", Float, nullable=False),
+)
+
 # Every change to the vectors of (model, kind) appends a row here. A FAISS index
 # records the last seq it reflects and catches up by replaying what came after.
 changes = Table(

@@ -107,7 +107,7 @@ class ExportedTowers:
     def _build(self, encoder: Encoder, kind: DerivedKind) -> None:
         if not exports_enabled() or (encoder.fingerprint, kind.name) in self._noted:
             return
-        if encoder.precision in ("fp16", "int8"):
+        if encoder.precision == "fp16":  # (int8 keeps fp32 weights: only its images go through an int8 copy)
             self._fall_back(encoder.fingerprint, f"it is made from fp32 weights, and this run loaded {encoder.precision} ones", kind)
             return
         from indexer import onnx_export

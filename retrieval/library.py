@@ -37,6 +37,7 @@ from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryErro
 from indexer.model_spec import ModelSpec
 from indexer.image_hashes import perceptual_hash
 from retrieval.duplicates import DuplicateConfig, DuplicateReport, HashFn, Photo, find_duplicates
+from indexer.precision_guard import ImageEncoding, check_fields, precision_in_use
 from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
 from retrieval.model_choice import ModelChoice
@@ -129,7 +130,8 @@ class Library:
         """Open (creating if needed) the library at `home`, else $CLIPDEX_HOME, else the user data dir.
 
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
-        `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), fp32 or bf16.
+        `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16 or int8;
+        images are encoded at bf16 or int8 once the fidelity guard (`indexer.precision_guard`) accepts it.
         """
         root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
@@ -214,7 +216,8 @@ class Library:
         from indexer.executor import ModelRef
         from indexer.pipeline import IndexOptions, run_index  # torch
 
-        runner = self._executor(executor, batch_size)
+        encoding = self._image_encoding() if executor is None else None  # the precision guard (issue 12)
+        runner = self._executor(executor, batch_size, encoding)
         with self._writing():
             given = [_real(p) for p in paths or []]
             for p, raw in zip(given, paths or []):
@@ -229,6 +232,8 @@ class Library:
             refs = [ModelRef(enc.spec, enc.fingerprint) for _, enc in models]
             with runner as ex:
                 report = run_index(self.catalog, refs, present, ex, options, progress)
+            for check in encoding.finish() if encoding is not None else []:
+                self.catalog.record_precision_check(check)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
             if report.encoded:  # the first search of a fresh library is then torch-free
                 self._export_text_tower(models)
@@ -237,12 +242,14 @@ class Library:
                 self.indexes.sync(row, TEXT)
             return report
 
-    def _executor(self, given: Executor | None, batch_size: int = 0) -> AbstractContextManager[Executor]:
+    def _executor(
+        self, given: Executor | None, batch_size: int = 0, images: ImageEncoding | None = None
+    ) -> AbstractContextManager[Executor]:
         """`given`, left open; else a LocalExecutor on this library's encoders, closed on exit."""
         if given is None:
             from indexer.local_executor import LocalExecutor  # torch
 
-            return LocalExecutor(self.encoder, batch_size=batch_size)
+            return LocalExecutor(self.encoder, batch_size=batch_size, images=images)
         if batch_size:
             raise ValueError("batch_size sizes the default executor; give it to the executor passed instead")
         return nullcontext(given)
@@ -257,6 +264,12 @@ class Library:
         return ray_executor(
             self.home, self.device, self.precision, address=address, path_map=path_map, batch_size=batch_size
         )
+
+    def _image_encoding(self) -> ImageEncoding:
+        """How this run encodes images: a reduced precision once the fidelity guard accepts it for the model."""
+        from retrieval.exported_towers import exports_enabled
+
+        return ImageEncoding(self.home, self.catalog.precision_checks(), self.notify, use_exports=exports_enabled())
 
     def forget(self, path: str | os.PathLike[str]) -> int:
         """Remove a root and its items; return the number of items removed."""
@@ -505,6 +518,7 @@ class Library:
         counts = self.catalog.counts()
         active = self.active_model()
         vectors = self.catalog.vector_counts()
+        checks = self.catalog.precision_checks()
         models = [
             {
                 "name": ModelSpec(m.name, m.pretrained, m.checkpoint).label,
@@ -513,6 +527,8 @@ class Library:
                 "images": vectors.get((m.id, IMAGE), 0),
                 "texts": vectors.get((m.id, TEXT), 0),
                 "active": active is not None and m.id == active.id,
+                "precision": precision_in_use(self.precision, self.device, m.fingerprint, checks),
+                "precision_checks": [check_fields(c) for c in checks if c.fingerprint == m.fingerprint],
             }
             for m in self.catalog.list_models()
         ]
