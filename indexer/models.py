@@ -62,16 +62,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX-512-BF16 or AMX: without them bf16 is emulated and slower than fp32 (measured 0.24-0.52x)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def pick_precision(device: torch.device, requested: str = "auto") -> str:
     """`auto`: fp16 on CUDA; on a CPU, bf16 autocast with native bf16, else int8 (ONNX Runtime), else fp32."""
     if requested != "auto":
