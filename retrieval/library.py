@@ -116,7 +116,7 @@ class Library:
         self._text_cache = TextCache()
         self._duplicates: dict[tuple[str, int, DuplicateConfig, HashFn], DuplicateReport] = {}  # the last report
         self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
-        self.exports = ExportedTowers(home, lambda message: self.notify(message))
+        self.exports = ExportedTowers(home, lambda message: self.notify(message), precision)
 
     @classmethod
     def open(
