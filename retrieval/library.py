@@ -235,8 +235,9 @@ class Library:
             for check in encoding.finish() if encoding is not None else []:
                 self.catalog.record_precision_check(check)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
-            if report.encoded:  # the first search of a fresh library is then torch-free
-                self._export_text_tower(models)
+            # The first search of a fresh library is then torch-free; a run that encoded nothing
+            # rebuilds a missing or damaged export (and its int8 copy) too, or finds it valid.
+            self._export_text_tower(models)
             for row, _ in models:
                 self.indexes.sync(row, IMAGE)
                 self.indexes.sync(row, TEXT)
