@@ -158,6 +158,7 @@ def main() -> None:
                        cwd=ROOT, env=env(home), check=True, capture_output=True)
         derived = home / "derived"
         first = search(home)  # the torch path, which exports the text tower and quantises it
+        int8_check = int8_validation(derived)
         rows: dict[str, list[Run]] = {"torch": [], "onnx_int8": [], "onnx_fp32": [], "server": []}
         with serving(home) as server_pid:
             for _ in range(args.rounds):
@@ -185,12 +186,26 @@ def main() -> None:
     print(f"text towers opened: onnx int8 row {sorted(set(rows['onnx_int8'][0][4]))}, "
           f"onnx fp32 row {sorted(set(rows['onnx_fp32'][0][4]))}; "
           f"int8 top-5 overlap with torch: {overlap(rows['onnx_int8'], first)}/5 (min over rounds)")
+    print(f"int8 text tower's check at creation against the fp32 export: {int8_check}")
     print("must first export (1 run each, apart; the torch path, then the export and its int8 copy):")
     for name, wall, mb in [("first search of the library", first[0], first[1]), ("after removing the export", again[0], again[1])]:
         print(f"{name:<38}{wall:>8.2f}{mb:>13.0f}{wall / tw:>14.2f}x{mb / tm:>13.2f}x")
     print(f"the server process itself: {server_mb:.0f} MB resident (not counted above)")
     print(f"targets (the default path, onnx int8): onnx wall <= 1/6 ({1 / 6:.3f}x) and peak RSS <= 1/4 (0.250x) of the torch path; server wall <= 1/25 (0.040x)")
     print(f"reproduce: python benchmarks/cold_search.py --rounds {args.rounds} --photos {args.photos}")
+
+
+def int8_validation(derived: Path) -> str:
+    """The int8 text tower's validation figures from its tag (or its refusal)."""
+    import json
+
+    for tag in derived.glob("*/text-encoder-int8.tag.json"):
+        data = json.loads(tag.read_text())
+        if data.get("refused"):
+            return f"refused ({data['refused']})"
+        v = data["validation"]
+        return f"cosine mean {v['mean_cosine']:.4f} / min {v['min_cosine']:.4f} over {v['samples']:.0f} caption encodings"
+    return "none made"
 
 
 def paths_of(run: Run) -> list[str]:
