@@ -2,7 +2,9 @@
 
 `OnnxTextEncoder.open(derived)` reads the tokenizer recipe from the export's tag and
 starts an ONNX Runtime session; `encode(texts)` returns what `encode_texts` returns
-for the fp32 torch model (cosine ≥ 0.9999, checked when the export was made).
+for the fp32 torch model (cosine ≥ 0.9999, checked when the export was made), or,
+opened on the int8 copy (`indexer.quantised_export.text_encoder_int8`), vectors within
+the fidelity guard's thresholds of those (checked when the copy was made).
 Importing this module imports neither torch nor open_clip; onnxruntime is imported
 when a session is opened.
 """
