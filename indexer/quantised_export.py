@@ -228,10 +228,16 @@ def _validate_text(source: Derived, folder: Path, fingerprint: str) -> dict[str,
     from indexer.onnx_encode import session_for  # the session searches use: what is checked is what runs
 
     batches = validation_batches(source)
-    expected, got = (
-        np.concatenate([session_for(p).run(["vectors"], {"token_ids": b})[0] for b in batches])  # (N, D)
-        for p in (source.path, folder / TEXT_ENCODER_INT8.filename)
-    )
+    try:
+        expected, got = (
+            np.concatenate([session_for(p).run(["vectors"], {"token_ids": b})[0] for b in batches])  # (N, D)
+            for p in (source.path, folder / TEXT_ENCODER_INT8.filename)
+        )
+    except Exception as e:  # ONNX Runtime refusing the quantised graph: a refusal, not a failed index run
+        lines = str(e).strip().splitlines()
+        raise DerivedRejected(
+            TEXT_ENCODER_INT8.name, fingerprint, f"ONNX Runtime cannot run it ({lines[0] if lines else type(e).__name__})"
+        ) from None
     cosines = np.nan_to_num(
         (got.astype(np.float64) * expected).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)),
         nan=-1.0,

@@ -132,6 +132,7 @@ class Library:
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
         `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16 or int8;
         images are encoded at bf16 or int8 once the fidelity guard (`indexer.precision_guard`) accepts it.
+        Text queries: auto and int8 use the int8 ONNX text tower where its check accepted it (retrieval.exported_towers).
         """
         root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
