@@ -12,11 +12,17 @@ process, so this one stays small (a child's peak RSS is its own VmHWM, read at e
 Each round runs `clipdex search QUERY --top 5` cold (a fresh interpreter running the
 CLI's `main`) on each path, interleaved, while `clipdex serve` runs over the library:
 - torch: `--local` with `CLIPDEX_NO_EXPORT=1` (exports neither used nor built): torch + open_clip load the model.
-- onnx: `--local`, the library's exported text tower (ONNX Runtime, no torch, no open_clip).
+- onnx int8: `--local` (precision auto), the library's int8 text tower (ONNX Runtime, no
+  torch, no open_clip), which the first search quantised from the fp32 export and accepted
+  by the fidelity guard's thresholds.
+- onnx fp32: `--local --precision fp32`, the fp32 text export (equal to torch fp32).
 - server: the query sent to the running `clipdex serve` (LIBRARY/server.json); the
   process must import neither numpy, SQLAlchemy nor FAISS, else the row fails.
 Every path must print the same results (the negative control: a search that fell
-back, or ranked differently, stops the benchmark). Then, reported apart, the cold
+back, or ranked differently, stops the benchmark), except that the int8 paths (onnx int8, and the
+server, which uses the same text tower) must only agree on the top result (its query vector is ~0.999 cosine from fp32's: near ties among
+random vectors may swap; its top-5 overlap is printed). Each onnx row must have opened
+the text tower it names (its ONNX Runtime sessions are recorded), else the benchmark stops. Then, reported apart, the cold
 searches that must first export: the library's first search, and one after the
 export was removed. Prints median wall time and peak RSS, the ratios, and the CPU.
 """
@@ -64,7 +70,14 @@ print(len(paths))
 """ % (MODEL, MODEL)
 
 _SEARCH = """
-import sys
+import os, sys
+if os.environ.get("BENCH_RECORD_SESSIONS"):  # which ONNX files the search opened (onnxruntime is imported there anyway)
+    import onnxruntime
+    class _Recorded(onnxruntime.InferenceSession):
+        def __init__(self, path, *args, **kwargs):
+            print("SESSION=" + str(path), file=sys.stderr)
+            super().__init__(path, *args, **kwargs)
+    onnxruntime.InferenceSession = _Recorded
 from cli.app import main
 sys.argv = ["clipdex", *sys.argv[1:]]
 try:
@@ -81,15 +94,19 @@ def env(home: Path, **extra: str) -> dict[str, str]:
     return {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "CLIPDEX_HOME": str(home), **extra}
 
 
-def search(home: Path, *flags: str, **extra: str) -> tuple[float, float, str, str]:
-    """(wall s, peak RSS MB, heavy modules imported, stdout) of one cold search process."""
+Run = tuple[float, float, str, str, list[str]]
+
+
+def search(home: Path, *flags: str, **extra: str) -> Run:
+    """(wall s, peak RSS MB, heavy modules imported, stdout, ONNX files opened) of one cold search process."""
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _SEARCH, "search", QUERY, "--top", "5", *flags], capture_output=True,
                           text=True, cwd=ROOT, env=env(home, **extra), check=True)
     wall = time.perf_counter() - t0
     last = done.stderr.strip().splitlines()[-1]
     peak, heavy = last.split()
-    return wall, int(peak.removeprefix("PEAK_KB=")) / 1024, heavy.removeprefix("HEAVY="), done.stdout
+    opened = [Path(ln.removeprefix("SESSION=")).name for ln in done.stderr.splitlines() if ln.startswith("SESSION=")]
+    return wall, int(peak.removeprefix("PEAK_KB=")) / 1024, heavy.removeprefix("HEAVY="), done.stdout, opened
 
 
 @contextmanager
@@ -140,12 +157,14 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", _PREPARE, str(home), str(scratch), str(args.photos), str(ROOT)],
                        cwd=ROOT, env=env(home), check=True, capture_output=True)
         derived = home / "derived"
-        first = search(home)  # the torch path, which exports the text tower
-        rows: dict[str, list[tuple[float, float, str, str]]] = {"torch": [], "onnx": [], "server": []}
+        first = search(home)  # the torch path, which exports the text tower and quantises it
+        int8_check = int8_validation(derived)
+        rows: dict[str, list[Run]] = {"torch": [], "onnx_int8": [], "onnx_fp32": [], "server": []}
         with serving(home) as server_pid:
             for _ in range(args.rounds):
                 rows["torch"].append(search(home, "--local", CLIPDEX_NO_EXPORT="1"))
-                rows["onnx"].append(search(home, "--local"))
+                rows["onnx_int8"].append(search(home, "--local", BENCH_RECORD_SESSIONS="1"))
+                rows["onnx_fp32"].append(search(home, "--local", "--precision", "fp32", BENCH_RECORD_SESSIONS="1"))
                 rows["server"].append(search(home))
             server_mb = rss_mb(server_pid)
         for entry in derived.iterdir():
@@ -158,30 +177,61 @@ def main() -> None:
     print(f"CPU: {cpu()}")
     print(f"{'path':<38}{'wall s':>8}{'peak RSS MB':>13}{'wall vs torch':>15}{'RSS vs torch':>14}")
     tw, tm = med["torch"]
-    table = [("torch (--local, CLIPDEX_NO_EXPORT=1)", *med["torch"]), ("onnx (--local, exported text tower)", *med["onnx"]),
+    table = [("torch (--local, CLIPDEX_NO_EXPORT=1)", *med["torch"]),
+             ("onnx int8 (--local, auto: int8 text)", *med["onnx_int8"]),
+             ("onnx fp32 (--local --precision fp32)", *med["onnx_fp32"]),
              ("server (clipdex serve running)", *med["server"])]
     for name, wall, mb in table:
         print(f"{name:<38}{wall:>8.2f}{mb:>13.0f}{wall / tw:>14.3f}x{mb / tm:>13.3f}x")
-    print("must first export (1 run each, apart):")
+    print(f"text towers opened: onnx int8 row {sorted(set(rows['onnx_int8'][0][4]))}, "
+          f"onnx fp32 row {sorted(set(rows['onnx_fp32'][0][4]))}; "
+          f"int8 top-5 overlap with torch: {overlap(rows['onnx_int8'], first)}/5 (min over rounds)")
+    print(f"int8 text tower's check at creation against the fp32 export: {int8_check}")
+    print("must first export (1 run each, apart; the torch path, then the export and its int8 copy):")
     for name, wall, mb in [("first search of the library", first[0], first[1]), ("after removing the export", again[0], again[1])]:
         print(f"{name:<38}{wall:>8.2f}{mb:>13.0f}{wall / tw:>14.2f}x{mb / tm:>13.2f}x")
     print(f"the server process itself: {server_mb:.0f} MB resident (not counted above)")
-    print(f"targets: onnx wall <= 1/6 ({1 / 6:.3f}x) and peak RSS <= 1/4 (0.250x) of the torch path; server wall <= 1/25 (0.040x)")
+    print(f"targets (the default path, onnx int8): onnx wall <= 1/6 ({1 / 6:.3f}x) and peak RSS <= 1/4 (0.250x) of the torch path; server wall <= 1/25 (0.040x)")
     print(f"reproduce: python benchmarks/cold_search.py --rounds {args.rounds} --photos {args.photos}")
 
 
-def check(rows: dict[str, list[tuple[float, float, str, str]]], first: tuple[float, float, str, str]) -> None:
-    """Stop unless each path ran as labelled and all printed the torch path's results."""
-    if any("torch" in r[2] for r in rows["onnx"]):
+def int8_validation(derived: Path) -> str:
+    """The int8 text tower's validation figures from its tag (or its refusal)."""
+    import json
+
+    for tag in derived.glob("*/text-encoder-int8.tag.json"):
+        data = json.loads(tag.read_text())
+        if data.get("refused"):
+            return f"refused ({data['refused']})"
+        v = data["validation"]
+        return f"cosine mean {v['mean_cosine']:.4f} / min {v['min_cosine']:.4f} over {v['samples']:.0f} caption encodings"
+    return "none made"
+
+
+def paths_of(run: Run) -> list[str]:
+    return [line.split()[1] for line in run[3].splitlines()]
+
+
+def overlap(runs: list[Run], first: Run) -> int:
+    return min(len(set(paths_of(r)) & set(paths_of(first))) for r in runs)
+
+
+def check(rows: dict[str, list[Run]], first: Run) -> None:
+    """Stop unless each path ran as labelled and all printed the torch path's results (int8: its top result)."""
+    if any("torch" in r[2] for r in rows["onnx_int8"] + rows["onnx_fp32"]):
         raise SystemExit("the exported path imported torch")
+    for name, tower in (("onnx_int8", "text-encoder-int8.onnx"), ("onnx_fp32", "text-encoder.onnx")):
+        if any(r[4] != [tower] for r in rows[name]):
+            raise SystemExit(f"the {name} path opened {rows[name][0][4]}, not {tower} alone")
     if any(r[2] for r in rows["server"]):
         raise SystemExit(f"a delegated search imported {rows['server'][0][2]}: it fell back to the local path")
     if any("torch" not in r[2] for r in rows["torch"]):
         raise SystemExit("the torch path did not import torch")
-    want = [line.split()[1] for line in first[3].splitlines()]  # paths; scores differ in the 4th decimal at most
+    want = paths_of(first)  # paths; scores differ in the 4th decimal at most
     for name, runs in rows.items():
         for r in runs:
-            if [line.split()[1] for line in r[3].splitlines()] != want:
+            got = paths_of(r)
+            if (got[:1] != want[:1]) if name in ("onnx_int8", "server") else (got != want):
                 raise SystemExit(f"the {name} path ranked differently:\n{r[3]}\nnot\n{first[3]}")
 
 

@@ -45,7 +45,9 @@ PrecisionOpt = Annotated[
     typer.Option(
         "--precision",
         help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16, int8 (CPU, ONNX Runtime) "
-        "or fp16. bf16 and int8 are used for indexing once a fidelity check on the first images accepts them.",
+        "or fp16. bf16 and int8 are used for indexing once a fidelity check on the first images accepts them. "
+        "On search, auto and int8 encode text queries with the int8 ONNX text tower where its check accepted it; "
+        "fp32 ranks exactly as torch fp32.",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]

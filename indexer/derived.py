@@ -62,6 +62,7 @@ class DerivedKind:
 TEXT_ENCODER = DerivedKind("text-encoder", ".onnx", 2)  # token ids → unit vectors (2: dynamic length)
 IMAGE_ENCODER = DerivedKind("image-encoder", ".onnx", 2)  # uint8 pixels → unit vectors; 2: the tag has the resize rules
 IMAGE_ENCODER_INT8 = DerivedKind("image-encoder-int8", ".onnx", 1)  # the same, int8 (indexer.quantised_export)
+TEXT_ENCODER_INT8 = DerivedKind("text-encoder-int8", ".onnx", 1)  # the text tower, int8 (indexer.quantised_export)
 
 
 class DerivedRejected(ClipdexError):

@@ -2,7 +2,9 @@
 
 `OnnxTextEncoder.open(derived)` reads the tokenizer recipe from the export's tag and
 starts an ONNX Runtime session; `encode(texts)` returns what `encode_texts` returns
-for the fp32 torch model (cosine ≥ 0.9999, checked when the export was made).
+for the fp32 torch model (cosine ≥ 0.9999, checked when the export was made), or,
+opened on the int8 copy (`indexer.quantised_export.text_encoder_int8`), vectors within
+the fidelity guard's thresholds of those (checked when the copy was made).
 Importing this module imports neither torch nor open_clip; onnxruntime is imported
 when a session is opened.
 """
@@ -16,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from indexer.decode import InputSpec
-from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Derived
+from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, TEXT_ENCODER_INT8, Derived
 from indexer.tokenizer import Tokenize, TokenizerRecipe, load_tokenizer
 
 
@@ -56,11 +58,14 @@ class OnnxTextEncoder:
 
     @classmethod
     def open(cls, derived: Derived, threads: int = 0) -> OnnxTextEncoder:
-        """Raises TokenizerUnavailable when the tokenizer's files are missing or changed."""
-        if derived.kind.name != TEXT_ENCODER.name:
+        """`derived` is the fp32 text export or its int8 copy (`indexer.quantised_export`).
+
+        Raises TokenizerUnavailable when the tokenizer's files are missing or changed.
+        """
+        if derived.kind.name not in (TEXT_ENCODER.name, TEXT_ENCODER_INT8.name):
             raise ValueError(f"{derived.path} is not a text encoder")
         recipe = TokenizerRecipe.from_json(derived.tag.info["tokenizer"])
-        tokenize = load_tokenizer(recipe, derived.folder, TEXT_ENCODER.name + ".")
+        tokenize = load_tokenizer(recipe, derived.folder, derived.kind.name + ".")
         trims = bool(derived.tag.info.get("trims_padding", False))
         return cls(_session(derived, threads), tokenize, int(derived.tag.info["dim"]), trims)
 

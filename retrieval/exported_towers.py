@@ -5,7 +5,13 @@ A text query needs only the text tower. When the library's model has a valid exp
 since its fingerprint was taken (`indexer.fingerprints`), the query is encoded by ONNX
 Runtime: neither torch nor open_clip is imported. A photo query (an image path) likewise
 uses the exported image tower, which its first torch-path photo query builds. Otherwise the torch encoder encodes it,
-and the export is built from that encoder for the next search. A model that cannot be
+and the export is built from that encoder for the next search, with its int8 copy
+(`indexer.quantised_export.text_encoder_int8`, kept only if the fidelity guard's
+thresholds hold on fixed captions). Which text tower a search uses follows the
+library's precision: `auto` and `int8` use the int8 copy when it exists and was
+accepted, else the fp32 export (one note when the copy was refused); `fp32` and `bf16`
+use the fp32 export (equal to torch fp32 within 1e-4). The int8 copy is made only where
+torch is loaded already (an index run, a torch-path search), never by a cold search. A model that cannot be
 exported (unsupported tokenizer, failed validation, fp16/int8 weights, a full disk)
 keeps the torch path, with one note per process through `notify`; never an error.
 
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from indexer import derived, fingerprints
-from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Derived, DerivedKind, DerivedRejected, Refused
+from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, TEXT_ENCODER_INT8, Derived, DerivedKind, DerivedRejected, Refused
 from indexer.errors import ClipdexError
 from indexer.items import ModelRow
 from indexer.model_spec import ModelSpec
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
 
 NoteFn = Callable[[str], None]
 OFF_SWITCH = "CLIPDEX_NO_EXPORT"
+INT8_TEXT_PRECISIONS = ("auto", "int8")  # the library precisions whose text queries may use the int8 text tower
 
 
 def exports_enabled() -> bool:
@@ -42,9 +49,10 @@ def exports_enabled() -> bool:
 class ExportedTowers:
     """The ONNX text and image towers of each model of one library, opened once per process."""
 
-    def __init__(self, home: Path, notify: NoteFn) -> None:
+    def __init__(self, home: Path, notify: NoteFn, precision: str = "auto") -> None:
         self.home = home
         self.notify = notify
+        self.precision = precision
         self._opened: dict[str, TextEncodeFn] = {}
         self._images: dict[str, OnnxImageEncoder] = {}
         self._noted: set[tuple[str, str]] = set()  # (fingerprint, kind) whose fallback was noted (and not built again)
@@ -53,18 +61,21 @@ class ExportedTowers:
         """The exported text tower of `row`'s model, or None when the torch encoder must encode."""
         if row.fingerprint in self._opened:
             return self._opened[row.fingerprint]
-        found = self._usable(row, TEXT_ENCODER)
-        if found is None:
-            return None
-        from indexer.onnx_encode import OnnxTextEncoder
+        kinds = (TEXT_ENCODER_INT8, TEXT_ENCODER) if self.precision in INT8_TEXT_PRECISIONS else (TEXT_ENCODER,)
+        for kind in kinds:
+            found = self._usable(row, kind)
+            if found is None:
+                continue
+            from indexer.onnx_encode import OnnxTextEncoder
 
-        try:
-            encoder = OnnxTextEncoder.open(found)
-        except (ClipdexError, OSError, RuntimeError) as e:  # tokenizer files gone, ONNX Runtime refusing the file
-            self._fall_back(row.fingerprint, str(e))
-            return None
-        self._opened[row.fingerprint] = encoder.encode
-        return encoder.encode
+            try:
+                encoder = OnnxTextEncoder.open(found)
+            except (ClipdexError, OSError, RuntimeError) as e:  # tokenizer files gone, ONNX Runtime refusing the file
+                self._fall_back(row.fingerprint, str(e), kind)
+                continue
+            self._opened[row.fingerprint] = encoder.encode
+            return encoder.encode
+        return None
 
     def image_encoder(self, row: ModelRow) -> OnnxImageEncoder | None:
         """The exported image tower of `row`'s model (photo queries), or None when torch must encode."""
@@ -114,13 +125,31 @@ class ExportedTowers:
 
         export = onnx_export.text_encoder if kind is TEXT_ENCODER else onnx_export.image_encoder
         try:
-            export(encoder, self.home)
+            made = export(encoder, self.home)
         except (DerivedRejected, ClipdexError, ValueError) as e:  # refused, DiskFull, weights not fp32
             self._fall_back(encoder.fingerprint, e.reason if isinstance(e, DerivedRejected) else str(e), kind)
+            return
+        if kind is TEXT_ENCODER:
+            self._build_text_int8(made)
+
+    def _build_text_int8(self, source: Derived) -> None:
+        """Quantise the text export (a no-op when the copy exists); a refusal is recorded and
+        noted by the search that would have used it, whatever this run's precision."""
+        from indexer.quantised_export import text_encoder_int8
+
+        try:
+            text_encoder_int8(source, self.home, source.tag.fingerprint)
+        except DerivedRejected:
+            pass
+        except ClipdexError as e:  # DiskFull
+            self._fall_back(source.tag.fingerprint, str(e), TEXT_ENCODER_INT8)
 
     def _fall_back(self, fingerprint: str, reason: str, kind: DerivedKind = TEXT_ENCODER) -> None:
         if (fingerprint, kind.name) not in self._noted:
             self._noted.add((fingerprint, kind.name))
+            if kind is TEXT_ENCODER_INT8:
+                self.notify(f"text queries use the fp32 ONNX text tower: no int8 text tower for model {fingerprint} ({reason})")
+                return
             what = "text queries" if kind is TEXT_ENCODER else "photo queries"
             tower = "text tower" if kind is TEXT_ENCODER else "image tower"
             self.notify(f"{what} use torch: no ONNX {tower} for model {fingerprint} ({reason})")

@@ -116,7 +116,7 @@ class Library:
         self._text_cache = TextCache()
         self._duplicates: dict[tuple[str, int, DuplicateConfig, HashFn], DuplicateReport] = {}  # the last report
         self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
-        self.exports = ExportedTowers(home, lambda message: self.notify(message))
+        self.exports = ExportedTowers(home, lambda message: self.notify(message), precision)
 
     @classmethod
     def open(
@@ -132,6 +132,7 @@ class Library:
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
         `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16 or int8;
         images are encoded at bf16 or int8 once the fidelity guard (`indexer.precision_guard`) accepts it.
+        Text queries: auto and int8 use the int8 ONNX text tower where its check accepted it (retrieval.exported_towers).
         """
         root = library_home(home)
         root.mkdir(parents=True, exist_ok=True)
@@ -235,8 +236,9 @@ class Library:
             for check in encoding.finish() if encoding is not None else []:
                 self.catalog.record_precision_check(check)
             report.missing_roots = [path_str(r) for r in targets if r not in present]
-            if report.encoded:  # the first search of a fresh library is then torch-free
-                self._export_text_tower(models)
+            # The first search of a fresh library is then torch-free; a run that encoded nothing
+            # rebuilds a missing or damaged export (and its int8 copy) too, or finds it valid.
+            self._export_text_tower(models)
             for row, _ in models:
                 self.indexes.sync(row, IMAGE)
                 self.indexes.sync(row, TEXT)

@@ -88,7 +88,7 @@ def test_index_exported_the_text_tower(library: Path) -> None:
 
 def test_a_text_search_imports_neither_torch_nor_open_clip_and_ranks_as_torch_does(library: Path) -> None:
     for query in QUERIES:
-        code, out, err = cli(library, "search", query, "--top", "5", "--json")
+        code, out, err = cli(library, "search", query, "--top", "5", "--json", "--precision", "fp32")  # auto: int8 (test_text_int8)
         assert code == 0, err
         assert imported(err) == []
         assert "torch" not in err.replace("IMPORTED=", "")  # no fallback note
@@ -157,7 +157,7 @@ def test_a_missing_damaged_or_foreign_export_is_rebuilt_by_the_next_search(
             got = lib.search("a dog", top=5)
         assert_same([r.to_dict() for r in got], want)
         assert isinstance(derived.lookup(library, fp, TEXT_ENCODER, full_check=True), derived.Derived)
-        code, out, err = cli(library, "search", "a dog", "--top", "5", "--json")
+        code, out, err = cli(library, "search", "a dog", "--top", "5", "--json", "--precision", "fp32")
         assert imported(err) == [] and code == 0
         assert_same(json.loads(out), want)
 

@@ -84,7 +84,7 @@ def test_a_warm_library_ranks_as_torch_at_fp32(home: Path, monkeypatch: pytest.M
         (query, {"add": add, "sub": sub}),  # three texts of different lengths, one batch
     )
     refuse_torch_text(monkeypatch)
-    with Library.open(home) as lib:  # auto precision: the export is fp32 whatever torch would pick
+    with Library.open(home, precision="fp32") as lib:  # the fp32 export (auto: the int8 copy, tests/test_text_int8.py)
         for _ in range(2):  # the second round is warm: the session is open, the query vectors cached
             for q, want in zip(QUERIES, wants):
                 assert_same(lib.search(q, top=8), want)
@@ -95,7 +95,7 @@ def test_a_warm_library_ranks_as_torch_at_fp32(home: Path, monkeypatch: pytest.M
 def test_the_server_answers_with_the_export(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     [want] = torch_searches(home, (QUERIES[1], {}))
     refuse_torch_text(monkeypatch)
-    with Library.open(home) as lib:
+    with Library.open(home, precision="fp32") as lib:  # a server uses its library's choice of text tower
         with client_for(lib) as client:
             response = client.get("/api/v1/search", params={"q": QUERIES[1], "top": 8})
     assert response.status_code == 200
