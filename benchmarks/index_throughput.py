@@ -233,8 +233,9 @@ def clipdex_run(work: Path, name: str, photos_dir: Path, spec: ModelSpec, precis
     return took, report.timings, report.encoded
 
 
-def no_change_reindex(work: Path, count: int, model: ModelSpec, dim: int) -> float:
-    """Seconds to re-index an unchanged folder of `count` files (catalog filled by bulk import)."""
+def no_change_reindex(work: Path, count: int, model: ModelSpec, dim: int) -> tuple[float, float]:
+    """Seconds to index a folder of `count` files whose vectors were imported (the first run reads
+    their EXIF headers once), then to re-index it unchanged."""
     folder = work / "stat-entries"
     folder.mkdir(exist_ok=True)
     paths = []
@@ -251,11 +252,13 @@ def no_change_reindex(work: Path, count: int, model: ModelSpec, dim: int) -> flo
         vecs = np.random.default_rng(0).standard_normal((count, dim)).astype(np.float32)
         lib.import_embeddings(paths, vecs, model=model)
         lib.catalog.add_roots([os.fsencode(folder)])
-        t0 = time.perf_counter()
-        report = lib.index([folder])
-        took = time.perf_counter() - t0
-        assert report.encoded == 0 and report.added == 0, report.to_dict()
-    return took
+        took = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            report = lib.index([folder])
+            took.append(time.perf_counter() - t0)
+            assert report.encoded == 0 and report.added == 0, report.to_dict()
+    return took[0], took[1]
 
 
 def main() -> None:
@@ -325,7 +328,7 @@ def main() -> None:
     psnr_fast, psnr_control = input_fidelity(paths, encoder.input_spec)
     emb = embedding_fidelity(world_photos(work / "world-photos", 24), *tiny_encoders(work / "tiny-lib"))
     print("no-change re-index ...", file=sys.stderr)
-    reindex_s = no_change_reindex(work, args.reindex_files, spec, encoder.dim)
+    first_s, reindex_s = no_change_reindex(work, args.reindex_files, spec, encoder.dim)
     base = rates["naive fp32"]
     ours = rates[f"clipdex {chosen}"]
     efficiency = ours / bound
@@ -366,6 +369,7 @@ def main() -> None:
         ("control: blur σ=1px cos mean / min", f"{np.mean(emb.control):.4f} / {np.min(emb.control):.4f}",
          f"different scenes: mean cos {emb.others:.3f}", f"mean < {COSINE_TARGET}: {verdict(np.mean(emb.control) < COSINE_TARGET)}"),
         *(cos_row(f"trained tiny {p} vs fp32: cos mean / min", c, "same fast-path input") for p, c in emb.precision.items()),
+        (f"first index after import, {args.reindex_files:,}", f"{first_s:.2f} s", "reads each file's EXIF header once", ""),
         (f"no-change re-index, {args.reindex_files:,} files", f"{reindex_s:.2f} s", "", f"<= 5 s: {verdict(reindex_s <= 5)}"),
         ("peak RSS of this process", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", "", ""),
     ]
