@@ -36,7 +36,8 @@ from safetensors.torch import save_file  # noqa: E402
 import photos  # noqa: E402
 from indexer.encode import encode_images  # noqa: E402
 from indexer.local_executor import LocalExecutor  # noqa: E402
-from indexer.models import ModelSpec, cpu_has_native_bf16, load_encoder  # noqa: E402
+from indexer.models import ModelSpec, load_encoder  # noqa: E402
+from indexer.precision_guard import cpu_has_native_bf16  # noqa: E402
 from indexer.vector_index import IndexTag, VectorIndex, choose_layout, gpu_count, train_ivf  # noqa: E402
 from indexer.workers import PoolConfig  # noqa: E402
 from retrieval.library import Library  # noqa: E402

@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer import encode  # noqa: E402
-from indexer.models import ModelSpec, cpu_has_native_bf16, load_encoder  # noqa: E402
+from indexer.models import ModelSpec, load_encoder  # noqa: E402
+from indexer.precision_guard import cpu_has_native_bf16  # noqa: E402
 
 
 def cpu_line() -> str:

@@ -56,7 +56,8 @@ from benchmarks.search_scale import mixture  # noqa: E402
 from indexer import derived  # noqa: E402
 from indexer.derived import TEXT_ENCODER, Derived  # noqa: E402
 from indexer.encode import _encode_text_trimmed  # noqa: E402
-from indexer.models import Encoder, ModelSpec, cpu_has_native_bf16  # noqa: E402
+from indexer.models import Encoder, ModelSpec  # noqa: E402
+from indexer.precision_guard import cpu_has_native_bf16  # noqa: E402
 from indexer.onnx_encode import OnnxTextEncoder  # noqa: E402
 from indexer.onnx_export import VALIDATION_CAPTIONS  # noqa: E402
 from retrieval.library import Library  # noqa: E402

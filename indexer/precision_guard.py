@@ -66,6 +66,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX-512-BF16 or AMX: without them torch emulates bf16, slower than fp32 (benchmarks/onnx_eval.py --avx2: 0.24x)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def auto_cpu_precision(flags: set[str] | None = None, env: dict[str, str] | None = None) -> str:
     """The CPU precision `auto` means here, from the CPU's flags (and any cap on torch's kernels). Torch-free.
 
