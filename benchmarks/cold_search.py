@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -79,6 +78,7 @@ if os.environ.get("BENCH_RECORD_SESSIONS"):  # which ONNX files the search opene
             super().__init__(path, *args, **kwargs)
     onnxruntime.InferenceSession = _Recorded
 from cli.app import main
+from cpu_info import cpu  # noqa: E402
 sys.argv = ["clipdex", *sys.argv[1:]]
 try:
     main()
@@ -135,15 +135,6 @@ def rss_mb(pid: int) -> float:
     return int([ln.split()[1] for ln in open(f"/proc/{pid}/status") if ln.startswith("VmRSS:")][0]) / 1024
 
 
-def cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}, {os.cpu_count()} CPUs, flags: {' '.join(shown) or 'none of avx2/avx512'}"
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,21 +42,13 @@ from indexer.image_hashes import difference_hash, perceptual_hash  # noqa: E402
 from indexer.model_spec import ModelSpec  # noqa: E402
 from retrieval.duplicates import TIERS, DuplicateConfig, DuplicateReport  # noqa: E402
 from retrieval.library import Library  # noqa: E402
+from cpu_info import cpu  # noqa: E402
 
 TINY = ModelSpec.parse("clipdex-tiny")
 TARGETS = {"exact": (1.0, 1.0), "near": (0.98, 0.95), "burst": (0.9, 0.9)}
 EXACT_SET = {"original", "exact"}
 
 
-def cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}, {os.cpu_count()} CPUs, flags: {' '.join(shown) or 'none of avx2/avx512'}"
 
 
 # -- part 1: quality ------------------------------------------------------------------------

@@ -47,19 +47,11 @@ from indexer.models import Encoder, ModelSpec, load_encoder  # noqa: E402
 from indexer.pipeline import IndexReport  # noqa: E402
 from indexer.ray_executor import RayConfig, RayExecutor  # noqa: E402
 from retrieval.library import Library  # noqa: E402
+from cpu_info import cpu  # noqa: E402
 
 TARGET = 0.8
 
 
-def cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name}, {len(os.sched_getaffinity(0))} CPUs, flags: {' '.join(shown) or 'none of avx2/avx512'}"
 
 
 def index_once(work: Path, folder: Path, spec: ModelSpec, executor: object) -> IndexReport:
