@@ -39,11 +39,13 @@ def tagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Library, 
     (folder / "photos" / "even").mkdir()
     for n in range(0, len(scenes), 2):
         (folder / "photos" / f"scene{n:05d}.png").rename(folder / "photos" / "even" / f"scene{n:05d}.png")
-    lib = Library.open(folder / "lib")
-    lib.index([folder / "photos"], model=TINY)
-    report = lib.tag(LABELS, folder_tags=True)
-    yield lib, scenes, report
-    lib.close()
+    with pytest.MonkeyPatch.context() as mp:  # module scope runs before conftest's per-test env
+        mp.setenv("CLIPDEX_NO_EXPORT", "1")  # labels encoded by torch, as reference_scores does
+        lib = Library.open(folder / "lib")
+        lib.index([folder / "photos"], model=TINY)
+        report = lib.tag(LABELS, folder_tags=True)
+        yield lib, scenes, report
+        lib.close()
 
 
 def ids_by_scene(lib: Library, count: int) -> list[int]:
