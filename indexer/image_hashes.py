@@ -52,6 +52,22 @@ def pixel_digest(path: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
 
     Two files with the same digest show exactly the same picture, whatever their bytes
     (metadata stripped or edited, a lossless re-save to PNG)."""
+    rgb = _oriented_rgb(path, max_pixels)
+    return None if rgb is None else (rgb.width, rgb.height, hashlib.sha256(rgb.tobytes()).hexdigest())
+
+
+def _grey_thumbnail(path: str | bytes, size: int | tuple[int, int]) -> np.ndarray | None:
+    w, h = (size, size) if isinstance(size, int) else size
+    rgb = _oriented_rgb(path, DEFAULT_MAX_PIXELS, draft=(4 * w, 4 * h))
+    if rgb is None:
+        return None
+    grey = rgb.convert("L")
+    small = grey.resize((w, h), Image.Resampling.BOX if min(grey.size) >= 4 * max(w, h) else Image.Resampling.BILINEAR)
+    return np.asarray(small, dtype=np.float64)  # (h, w)
+
+
+def _oriented_rgb(path: str | bytes, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image | None:
+    """The picture upright in RGB (a JPEG decoded at about `draft` size when given), or None when it does not decode."""
     img = _open(path, max_pixels)
     if img is None:
         return None
@@ -59,34 +75,16 @@ def pixel_digest(path: str | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             orientation = _orientation(img)
+            if draft is not None and img.format in ("JPEG", "MPO"):
+                img.draft("RGB", draft)  # DCT-domain downscale: a 12 MP JPEG in a few ms
             img.load()
-            rgb = to_rgb(orient(img, orientation))
-            return rgb.width, rgb.height, hashlib.sha256(rgb.tobytes()).hexdigest()
+            out = to_rgb(orient(img, orientation))
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError):
-        return None
-    finally:
         img.close()
-
-
-def _grey_thumbnail(path: str | bytes, size: int | tuple[int, int]) -> np.ndarray | None:
-    w, h = (size, size) if isinstance(size, int) else size
-    img = _open(path, DEFAULT_MAX_PIXELS)
-    if img is None:
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            orientation = _orientation(img)
-            if img.format in ("JPEG", "MPO"):
-                img.draft("RGB", (4 * w, 4 * h))  # DCT-domain downscale: a 12 MP JPEG in a few ms
-            img.load()
-            grey = to_rgb(orient(img, orientation)).convert("L")
-            small = grey.resize((w, h), Image.Resampling.BOX if min(grey.size) >= 4 * max(w, h) else Image.Resampling.BILINEAR)
-            return np.asarray(small, dtype=np.float64)  # (h, w)
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError):
-        return None
-    finally:
+    if out is not img:  # (an upright RGB picture comes back as itself: closing it would empty it)
         img.close()
+    return out
 
 
 def _orientation(img: Image.Image) -> int:
