@@ -9,7 +9,9 @@ model already loaded), interleaved A B C D then D C B A ..., medians over `--rou
 - clipdex fp32: `Library.index` into a fresh library (lock, quick check, decode pool,
   encode, commit, FAISS sync all inside the timing);
 - clipdex at the chosen precision (`--precision auto` on this CPU), after its fidelity
-  guard: the guard's one-time cost is its own row, measured on a library of its own.
+  guard: the guard's one-time cost is its own row, measured on a library of its own;
+- and clipdex at auto's other choices on this CPU (bf16 where the CPU has it natively and
+  int8 goes first), so the order `auto` tries them in is checked in the same run.
 
 `--avx2` re-runs the script with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (torch and
 oneDNN use AVX2 kernels only). ONNX Runtime has no such switch (MLAS picks its kernels from
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import resource
 import os
 import statistics
@@ -52,9 +55,10 @@ from onnx_eval import cpu_header, reexec_avx2  # noqa: E402
 from indexer.decode import DecodedImage, InputSpec, decode_image  # noqa: E402
 from indexer.workers import DecodePool, PoolConfig  # noqa: E402
 from indexer.encode import auto_batch_size, encode_images  # noqa: E402
-from indexer.precision_guard import ImageEncoding  # noqa: E402
+from indexer.items import PrecisionCheck  # noqa: E402
+from indexer.precision_guard import ImageEncoding, auto_cpu_candidates, precision_in_use  # noqa: E402
 from indexer import derived  # noqa: E402
-from indexer.derived import IMAGE_ENCODER, IMAGE_ENCODER_INT8, TEXT_ENCODER  # noqa: E402
+from indexer.derived import IMAGE_ENCODER, IMAGE_ENCODER_INT8, TEXT_ENCODER, TEXT_ENCODER_INT8  # noqa: E402
 from retrieval.library import Library  # noqa: E402
 from indexer.models import TINY_MODEL, Encoder, ModelSpec, load_encoder  # noqa: E402
 from retrieval.demo.world import make_scenes, render  # noqa: E402
@@ -225,8 +229,8 @@ def clipdex_run(work: Path, name: str, photos_dir: Path, spec: ModelSpec, precis
             with Library.open(seed_from) as seeded:
                 for check in seeded.catalog.precision_checks():
                     lib.catalog.record_precision_check(check)
-        for kind in (TEXT_ENCODER, IMAGE_ENCODER, IMAGE_ENCODER_INT8):  # hash the copies now, as a library's own
-            derived.lookup(home, enc.fingerprint, kind)  # files are after its first run, not inside the timing
+        for kind in (TEXT_ENCODER, TEXT_ENCODER_INT8, IMAGE_ENCODER, IMAGE_ENCODER_INT8):  # hash the copies now, as a
+            derived.lookup(home, enc.fingerprint, kind)  # library's own files are after its first run, not inside the timing
         t0 = time.perf_counter()
         report = lib.index([photos_dir], model=spec)
         took = time.perf_counter() - t0
@@ -291,12 +295,18 @@ def main() -> None:
     guard_lib = work / "guard-lib"
     guard_s, _, _ = clipdex_run(work, "guard-lib", photo_dir, spec, "auto", None)
     with Library.open(guard_lib) as lib:
-        encoder = lib.encoder(spec)  # auto: the chosen precision, fp32 weights
+        encoder = lib.encoder(spec)  # auto: its first choice, fp32 weights
         checks = lib.catalog.precision_checks()
-        chosen_fn = ImageEncoding(guard_lib, checks, lambda note: None)(encoder)
-    chosen = encoder.precision if all(c.accepted for c in checks) else "fp32"
+        chosen_fn = ImageEncoding(guard_lib, checks, lambda note: None, auto=True)(encoder)
+    chosen = precision_in_use("auto", "cpu", encoder.fingerprint, checks)
     size = encoder.input_spec.height
     fp32_fn = torch_fp32(encoder.model, encoder.mean, encoder.std)
+    # auto's other choices on this CPU (bf16 where it is native and int8 goes first): timed too, so the order shows
+    others = [p for p in auto_cpu_candidates() if p != chosen]
+    other_libs: dict[str, Path] = {}
+    for p in others:  # each with its own guard verdict, reached outside the timing
+        clipdex_run(work, f"guard-{p}", photo_dir, spec, p, None)
+        other_libs[p] = work / f"guard-{p}"
 
     sides: dict[str, Callable[[], float]] = {
         "naive fp32": lambda: naive(paths, fp32_fn, size),
@@ -304,6 +314,8 @@ def main() -> None:
         "clipdex fp32": lambda: clipdex_run(work, "lib-fp32", photo_dir, spec, "fp32", guard_lib)[0],
         f"clipdex {chosen}": lambda: clipdex_run(work, "lib-chosen", photo_dir, spec, "auto", guard_lib)[0],
     }
+    for p in others:
+        sides[f"clipdex {p} (auto's other choice)"] = functools.partial(lambda p: clipdex_run(work, f"lib-{p}", photo_dir, spec, p, other_libs[p])[0], p)
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(args.rounds):
         order = list(sides) if r % 2 == 0 else list(reversed(sides))  # no side always first or cold
@@ -318,6 +330,7 @@ def main() -> None:
     batch = auto_batch_size(encoder)
     dec_rate, dec_cpu = decode_ceiling(paths, encoder.input_spec, cores)
     enc_rate, enc_cpu = encode_ceiling(chosen_fn, size, batch)
+    other_ceilings = {p: encode_ceiling(ImageEncoding(other_libs[p], _checks(other_libs[p]), lambda note: None)(dataclasses.replace(encoder, precision=p)), size, batch) for p in others}
     enc32_rate, enc32_cpu = encode_ceiling(lambda a: encode_images(dataclasses.replace(encoder, precision="fp32"), a), size, batch)
     bound = cores / (dec_cpu + enc_cpu)
     # On a loaded machine this process gets less than `cores`, and CPU time overstates the bound.
@@ -332,7 +345,8 @@ def main() -> None:
     base = rates["naive fp32"]
     ours = rates[f"clipdex {chosen}"]
     efficiency = ours / bound
-    guard = checks[0] if checks else None
+    guard = next((c for c in checks if c.precision == chosen), checks[-1] if checks else None)
+    refused = [c for c in checks if not c.accepted]
 
     def verdict(ok: bool) -> str:
         return "meets" if ok else "MISSES"
@@ -349,12 +363,16 @@ def main() -> None:
         side_row(f"naive {chosen}"),
         side_row("clipdex fp32"),
         side_row(f"clipdex {chosen}", f">= 3.5x: {verdict(ours / base >= 3.5)}"),
+        *(side_row(name) for name in seconds if "other choice" in name),
+        *((f"guard refused {c.precision}", f"{c.seconds:.1f} s", f"cos {c.mean_cosine:.4f} / {c.min_cosine:.4f}, {c.images} img", "")
+          for c in refused),
         ("fidelity guard, one time" if guard else "fidelity guard: none (fp32)",
          f"{guard.seconds:.1f} s" if guard else "-",
          f"{guard.precision} {'accepted' if guard.accepted else 'REFUSED'}: cos {guard.mean_cosine:.4f} / {guard.min_cosine:.4f}, {guard.images} img"
          if guard else "", f"whole first run {guard_s:.1f} s"),
         ("decode-only ceiling (pool)", f"{dec_rate:.2f} img/s", f"{dec_cpu * 1000:.0f} ms CPU/img", ""),
         (f"encode-only ceiling, {chosen}", f"{enc_rate:.2f} img/s", f"{enc_cpu * 1000:.0f} ms CPU/img (batch {batch})", ""),
+        *((f"encode-only ceiling, {p}", f"{r:.2f} img/s", f"{c * 1000:.0f} ms CPU/img (batch {batch})", "") for p, (r, c) in other_ceilings.items()),
         ("encode-only ceiling, fp32", f"{enc32_rate:.2f} img/s", f"{enc32_cpu * 1000:.0f} ms CPU/img (batch {batch})", ""),
         ("bound from decode+encode CPU time", f"{bound:.2f} img/s", f"{cores} cores, {bound / base:.2f}x naive fp32", ""),
         ("pipeline efficiency", f"{efficiency:.2f}", f"clipdex {chosen} / bound", f">= 0.85: {verdict(efficiency >= 0.85)}"),
@@ -367,7 +385,7 @@ def main() -> None:
          f"max < {PSNR_TARGET_DB:.0f} dB: {verdict(max(psnr_control) < PSNR_TARGET_DB)}"),
         cos_row("trained tiny: embedding cos mean / min", emb.fast, f"{len(emb.fast)} world scenes, fast vs full decode"),
         ("control: blur σ=1px cos mean / min", f"{np.mean(emb.control):.4f} / {np.min(emb.control):.4f}",
-         f"different scenes: mean cos {emb.others:.3f}", f"mean < {COSINE_TARGET}: {verdict(np.mean(emb.control) < COSINE_TARGET)}"),
+         f"different scenes: mean cos {emb.others:.3f}", f"mean < {COSINE_TARGET}: {verdict(bool(np.mean(emb.control) < COSINE_TARGET))}"),
         *(cos_row(f"trained tiny {p} vs fp32: cos mean / min", c, "same fast-path input") for p, c in emb.precision.items()),
         (f"first index after import, {args.reindex_files:,}", f"{first_s:.2f} s", "reads each file's EXIF header once", ""),
         (f"no-change re-index, {args.reindex_files:,} files", f"{reindex_s:.2f} s", "", f"<= 5 s: {verdict(reindex_s <= 5)}"),
@@ -384,6 +402,11 @@ def main() -> None:
         print(f"{name:{w}}  {fig:>16}  {note:>48}  {target}")
     print(f"\nreproduce: .venv/bin/python benchmarks/index_throughput.py --phones {args.phones} --rounds {args.rounds}"
           f"{' --avx2' if 'ATEN_CPU_CAPABILITY' in os.environ else ''}")
+
+
+def _checks(home: Path) -> list[PrecisionCheck]:
+    with Library.open(home) as lib:
+        return lib.catalog.precision_checks()
 
 
 def tiny_encoders(home: Path) -> tuple[Encoder, dict[str, EncodeFn]]:

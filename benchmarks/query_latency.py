@@ -184,7 +184,7 @@ def main() -> None:
     libs = [lib_onnx]
     with exports_off():
         lib_fp32 = Library.open(home, device="cpu", precision="fp32")
-        lib_auto = Library.open(home, device="cpu", precision="auto")  # bf16 here, when used
+        lib_auto = Library.open(home, device="cpu", precision="bf16")  # torch's bf16 text path, when used
         libs += [lib_fp32, lib_auto] if bf16 else [lib_fp32]
         for lib in libs[1:]:
             lib.search("warm up", top=1, model=spec)
@@ -229,7 +229,7 @@ def main() -> None:
     }
     variants["Library.search, torch fp32"] = searcher(lib_fp32, off=True)
     if bf16:
-        variants["Library.search, torch auto (bf16)"] = searcher(lib_auto, off=True)
+        variants["Library.search, torch bf16"] = searcher(lib_auto, off=True)
     variants["Library.search, onnx fp32 (exported)"] = searcher(lib_onnx, off=False)
 
     texts = distinct_queries()
@@ -276,13 +276,13 @@ def report(
         "onnx fp32, trimmed": ("onnx fp32, padded to 77", "trimming"),
         "onnx int8, trimmed": ("onnx fp32, trimmed", "int8"),
         f"{index_name} (library)": ("exact flat", index_name),
-        "Library.search, torch auto (bf16)": ("Library.search, torch fp32", "bf16"),
+        "Library.search, torch bf16": ("Library.search, torch fp32", "bf16"),
         "Library.search, onnx fp32 (exported)": ("Library.search, torch fp32", "export"),
     }
     extra = {  # second comparisons, same run
         "onnx fp32, trimmed": ("torch fp32, trimmed", "onnx"),
         "torch bf16, trimmed": ("torch fp32, trimmed", "bf16"),
-        "Library.search, onnx fp32 (exported)": ("Library.search, torch auto (bf16)", "export"),
+        "Library.search, onnx fp32 (exported)": ("Library.search, torch bf16", "export"),
     }
     limited = ", torch limited to AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2; ONNX Runtime has no such limit)" if args.avx2 else ""
     print(f"\nwarm query latency: {args.items:,} items, {MODEL} (random weights), {args.queries} distinct queries per row, "

@@ -44,7 +44,7 @@ PrecisionOpt = Annotated[
     str,
     typer.Option(
         "--precision",
-        help="auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16, int8 (CPU, ONNX Runtime) "
+        help="auto (fp16 on CUDA; on a CPU int8, then bf16 where the CPU has it natively), fp32, bf16, int8 (CPU, ONNX Runtime) "
         "or fp16. bf16 and int8 are used for indexing once a fidelity check on the first images accepts them. "
         "On search, auto and int8 encode text queries with the int8 ONNX text tower where its check accepted it; "
         "fp32 ranks exactly as torch fp32.",

@@ -32,7 +32,8 @@ RAY_BEFORE_DECODE = "ray.before_decode"  # a Ray decode task took its next file 
 WORKER_POINTS = (DECODER_BEFORE_DECODE, RAY_BEFORE_DECODE)
 # Points that change a result instead of stopping the process: `perturbs(name)` is true while armed.
 FAST_PATH_NOISE = "encode.fast_path_noise"  # the reduced-precision image encoder's vectors get noise added
-PERTURB_POINTS = (FAST_PATH_NOISE,)
+INT8_PATH_NOISE = "encode.int8_path_noise"  # the same, for the int8 image encoder only (auto's next choice is measured)
+PERTURB_POINTS = (FAST_PATH_NOISE, INT8_PATH_NOISE)
 
 _UNREAD = object()
 _armed: object = _UNREAD  # _UNREAD, None (disarmed) or the armed point's name

@@ -63,7 +63,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def pick_precision(device: torch.device, requested: str = "auto") -> str:
-    """`auto`: fp16 on CUDA; on a CPU, bf16 autocast with native bf16, else int8 (ONNX Runtime), else fp32."""
+    """`auto`: fp16 on CUDA; on a CPU, the first of `auto_cpu_candidates()` (int8 by ONNX Runtime or bf16
+    autocast, by the CPU's flags), else fp32. The fidelity guard may still fall back along that list."""
     if requested != "auto":
         return requested
     if device.type == "cuda":

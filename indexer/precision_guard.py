@@ -1,16 +1,19 @@
 """Which precision images are encoded at, and the fidelity guard that must accept it first.
 
-`auto_cpu_precision()` picks per CPU, from its /proc/cpuinfo flags: bf16 autocast where
-the CPU computes bf16 natively, else int8 by ONNX Runtime (`indexer.quantised_export`: a
-quantised copy of the image tower; the model's own weights stay fp32), else fp32.
-benchmarks/onnx_eval.py holds the measurements behind the order.
+`auto_cpu_candidates()` lists, per CPU from its /proc/cpuinfo flags, the reduced
+precisions `auto` tries, fastest first: int8 by ONNX Runtime (`indexer.quantised_export`:
+a quantised copy of the image tower; the model's own weights stay fp32) and bf16 autocast
+where the CPU computes bf16 natively. The first one the guard accepts is used; fp32 when
+every one is refused. benchmarks/index_throughput.py and benchmarks/onnx_eval.py hold the
+measurements behind the order.
 
 A reduced precision is measured before it is trusted: the first time a library indexes
 with a model at bf16 or int8, the first GUARD_IMAGES images (all, if the run has fewer)
 are encoded both at fp32 and at that precision. Those images keep their fp32 vectors.
 The precision is accepted only if the cosine to fp32 is ≥ MEAN_COSINE on average and
-≥ MIN_COSINE for every image; otherwise the model is encoded at fp32 from then on, with
-one note. The verdict and its figures are recorded per model fingerprint and precision
+≥ MIN_COSINE for every image; otherwise `auto` measures its next choice on the next
+images, and the model is encoded at fp32 once every choice is refused, with one note
+each. Each verdict and its figures are recorded per model fingerprint and precision
 in the catalog (`precision_checks`), so the check runs once per library and model.
 
 What the thresholds mean: two encodings of one photo at cosine 0.995 differ by a vector
@@ -71,23 +74,37 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def auto_cpu_precision(flags: set[str] | None = None, env: dict[str, str] | None = None) -> str:
-    """The CPU precision `auto` means here, from the CPU's flags (and any cap on torch's kernels). Torch-free.
+def auto_cpu_candidates(flags: set[str] | None = None, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The reduced CPU precisions `auto` tries here, fastest first, each only once the guard accepts it;
+    fp32 when every one is refused (or none applies). From the CPU's flags and any cap on torch's
+    kernels. Torch-free.
 
-    bf16 where torch computes bf16 natively (AVX-512-BF16 or AMX, and no ATEN_CPU_CAPABILITY /
-    ONEDNN_MAX_CPU_ISA cap below them): there benchmarks/onnx_eval.py measured bf16 level with
-    ONNX Runtime int8 on a quiet machine (2.53x and 2.58x fp32), and bf16 needs no export and
-    stays closer to fp32. Elsewhere int8 by ONNX Runtime, measured 5.45x torch fp32 with torch
-    capped at AVX2 (where bf16 is emulated: 0.24x). Without onnxruntime: fp32.
+    - AVX-512-BF16 without AMX (and torch not capped below it): int8 by ONNX Runtime, then bf16.
+      On such a CPU (2-core AMD EPYC, AVX-512-VNNI) `benchmarks/index_throughput.py` measured the
+      int8 image encoder at 51-59 ms of CPU per image against 72 ms for bf16 autocast, and the
+      whole index run faster with it; bf16 stays the fallback for a model whose int8 copy the
+      guard refuses (a quantised pretrained ViT can move its vectors too far: see README).
+    - AMX: bf16, then int8. Not measured here (no AMX CPU was at hand); AMX's bf16 tiles are the
+      reason such CPUs exist, so bf16 goes first.
+    - No native bf16 (torch emulates it: benchmarks/onnx_eval.py --avx2 measured 0.24x fp32):
+      int8 by ONNX Runtime (5.45x torch fp32 in the same run).
+    - No onnxruntime: bf16 where native, else nothing.
     """
     import importlib.util
 
     have = cpu_flags() if flags is None else flags
-    if ("avx512_bf16" in have or "amx_bf16" in have) and not _torch_isa_capped(os.environ if env is None else env):
-        return "bf16"
-    if importlib.util.find_spec("onnxruntime") is not None:
-        return "int8"
-    return "fp32"
+    native = ("avx512_bf16" in have or "amx_bf16" in have) and not _torch_isa_capped(os.environ if env is None else env)
+    ort = importlib.util.find_spec("onnxruntime") is not None
+    if native and "amx_bf16" in have:
+        return ("bf16", "int8") if ort else ("bf16",)
+    if native:
+        return ("int8", "bf16") if ort else ("bf16",)
+    return ("int8",) if ort else ()
+
+
+def auto_cpu_precision(flags: set[str] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The CPU precision `auto` tries first here (`auto_cpu_candidates`), fp32 where there is none."""
+    return next(iter(auto_cpu_candidates(flags, env)), "fp32")
 
 
 def _torch_isa_capped(env: Mapping[str, str]) -> bool:
@@ -97,13 +114,18 @@ def _torch_isa_capped(env: Mapping[str, str]) -> bool:
     return aten in ("default", "avx2", "zvector") or (onednn not in ("", "ALL") and "BF16" not in onednn and "AMX" not in onednn)
 
 
-def precision_in_use(requested: str, device: str, fingerprint: str, checks: list[PrecisionCheck]) -> str:
-    """What a CPU index run would encode this model's images at now: the choice, unless the guard refused it."""
-    chosen = requested
-    if requested == "auto":
-        chosen = "fp16" if device.startswith("cuda") else auto_cpu_precision()
-    refused = any(c.fingerprint == fingerprint and c.precision == chosen and not c.accepted for c in checks)
-    return "fp32" if refused else chosen
+def precision_in_use(
+    requested: str, device: str, fingerprint: str, checks: list[PrecisionCheck], *, use_exports: bool = True
+) -> str:
+    """What an index run would encode this model's images at now: the first choice the guard has not
+    refused (int8 only where exports are on: it is an exported file)."""
+    if requested == "auto" and device.startswith("cuda"):
+        return "fp16"
+    choices = auto_cpu_candidates() if requested == "auto" else (requested,)
+    refused = {c.precision for c in checks if c.fingerprint == fingerprint and not c.accepted}
+    if not use_exports:
+        refused.add("int8")
+    return next((p for p in choices if p not in refused), "fp32")
 
 
 def check_fields(check: PrecisionCheck) -> dict[str, object]:
@@ -120,14 +142,19 @@ class ImageEncoding:
 
     `known` are the verdicts the catalog holds; `finish()` returns the verdicts reached
     in this run (deciding on fewer than GUARD_IMAGES images when the run had no more),
-    for the caller to record.
+    for the caller to record. With `auto`, an encoder loaded at auto's first choice falls
+    back along `auto_cpu_candidates()` when the guard refuses a precision (int8, then bf16,
+    then fp32 on a CPU with native bf16); a precision asked for by name falls back to fp32.
     """
 
-    def __init__(self, home: Path, known: list[PrecisionCheck], notify: NoteFn, *, use_exports: bool = True) -> None:
+    def __init__(
+        self, home: Path, known: list[PrecisionCheck], notify: NoteFn, *, use_exports: bool = True, auto: bool = False
+    ) -> None:
         self.home = home
         self.known = {(c.fingerprint, c.precision): c for c in known}
         self.notify = notify
         self.use_exports = use_exports
+        self.auto = auto
         self._guards: dict[str, _Guarded] = {}
 
     def __call__(self, encoder: Encoder) -> EncodeFn:
@@ -137,7 +164,7 @@ class ImageEncoding:
             return lambda pixels: encode_images(encoder, pixels)
         guard = self._guards.get(encoder.fingerprint)
         if guard is None or guard.encoder is not encoder:
-            guard = _Guarded(encoder, self, self.known.get((encoder.fingerprint, encoder.precision)))
+            guard = _Guarded(encoder, self, self._choices(encoder))
             self._guards[encoder.fingerprint] = guard
         return guard.encode
 
@@ -146,36 +173,62 @@ class ImageEncoding:
         out = []
         for guard in self._guards.values():
             guard.decide()
-            if guard.new_check is not None:
-                out.append(guard.new_check)
+            out.extend(guard.new_checks)
         return out
+
+    def _choices(self, encoder: Encoder) -> tuple[str, ...]:
+        """The precisions to try for this encoder, in order: auto's list from its first choice on, else its own."""
+        if self.auto and encoder.device.type == "cpu":
+            candidates = auto_cpu_candidates()
+            if encoder.precision in candidates:
+                return candidates[candidates.index(encoder.precision) :]
+        return (encoder.precision,)
+
+
+class _Unavailable(Exception):
+    """A choice's encoder cannot be made: with a verdict to record (it never can, for this model), or none (this run)."""
+
+    def __init__(self, check: PrecisionCheck | None = None, note: str | None = None) -> None:
+        super().__init__(note)
+        self.check, self.note = check, note
 
 
 class _Guarded:
-    """One encoder's images: fp32 and the fast path side by side until decided, then one of them."""
+    """One encoder's images: fp32 and a fast path side by side until decided, then one of them.
 
-    def __init__(self, encoder: Encoder, owner: ImageEncoding, check: PrecisionCheck | None) -> None:
+    `choices` are tried in order: a precision the catalog already accepted is used at
+    once, one it refused is skipped, an unmeasured one is guarded on the next images
+    (those keep their fp32 vectors); when every one is refused, fp32.
+    """
+
+    def __init__(self, encoder: Encoder, owner: ImageEncoding, choices: tuple[str, ...]) -> None:
         from indexer.encode import encode_images
 
         self.encoder = encoder
         self.owner = owner
         self.fp32_encoder = dataclasses.replace(encoder, precision="fp32", bf16_image_tower=None)
         self.fp32: EncodeFn = lambda pixels: encode_images(self.fp32_encoder, pixels)
-        self.check = check
-        self.new_check: PrecisionCheck | None = None
+        self.choices = list(choices)
+        self.new_checks: list[PrecisionCheck] = []
+        self.use: EncodeFn | None = None  # once decided: the accepted fast path, or fp32
+        self.guarding: str | None = None  # the precision being measured
         self._fast: EncodeFn | None = None
         self._cosines: list[np.ndarray] = []
         self._seconds = 0.0
+        self._next()
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        if self.check is not None:
-            return self._fast_path()(pixels) if self.check.accepted else self.fp32(pixels)
+        if self.use is not None:
+            return self.use(pixels)
         t0 = time.perf_counter()
         reference = self.fp32(pixels)  # (B, D): these images keep their fp32 vectors
-        fast = self._fast_path()
-        if self.check is None:  # the fast path exists (making it may have refused it)
-            got = fast(pixels)  # (B, D)
-            self._cosines.append(np.sum(got.astype(np.float64) * reference, axis=1))
+        while self.guarding is not None:  # the next choice, on the same images, where this one cannot be made
+            try:
+                got = self._fast_path()(pixels)  # (B, D)
+                self._cosines.append(np.sum(got.astype(np.float64) * reference, axis=1))
+                break
+            except _Unavailable as e:
+                self._unavailable(e)
         self._seconds += time.perf_counter() - t0  # both encodes: the guard's one-time cost
         if sum(len(c) for c in self._cosines) >= GUARD_IMAGES:
             self.decide()
@@ -183,52 +236,93 @@ class _Guarded:
 
     def decide(self) -> None:
         """Reach the verdict on the images seen so far (none seen: nothing to decide)."""
-        if self.check is not None or not self._cosines:
+        if self.guarding is None or not self._cosines:
             return
         cos = np.nan_to_num(np.concatenate(self._cosines), nan=-1.0)
         mean, low = float(cos.mean()), float(cos.min())
         ok = mean >= MEAN_COSINE and low >= MIN_COSINE
         reason = None if ok else f"cosine to fp32 mean {mean:.4f} (needs {MEAN_COSINE}), min {low:.4f} (needs {MIN_COSINE})"
-        self._record(PrecisionCheck(self.encoder.fingerprint, self.encoder.precision, ok, mean, low, len(cos), self._seconds, reason))
+        check = PrecisionCheck(self.encoder.fingerprint, self.guarding, ok, mean, low, len(cos), self._seconds, reason)
+        self._remember(check)
+        if ok:
+            self.guarding, self.use = None, self._fast
+        else:
+            self._refused(check)
 
-    def _record(self, check: PrecisionCheck) -> None:
-        self.check = self.new_check = check
-        if not check.accepted:
-            self.owner.notify(
-                f"{self.encoder.spec.label}: {check.precision} image encoding refused on this library's first "
-                f"{check.images} images ({check.reason}); encoding at fp32"
-            )
+    def _next(self) -> None:
+        """Go to the first choice not refused: use it if accepted, guard it if unmeasured; fp32 when none is left."""
+        self.guarding, self._fast, self._cosines, self._seconds = None, None, [], 0.0
+        while self.choices:
+            known = self.owner.known.get((self.encoder.fingerprint, self.choices[0]))
+            if known is None:
+                self.guarding = self.choices[0]
+                return
+            if known.accepted:
+                try:
+                    self.use = self._fast_path()
+                    return
+                except _Unavailable as e:
+                    if e.check is not None:
+                        self._remember(e.check)
+                    if e.note is not None:
+                        self.owner.notify(e.note)
+            self.choices.pop(0)
+        self.use = self.fp32
+
+    def _unavailable(self, e: _Unavailable) -> None:
+        """The guarded choice cannot be made: recorded as refused where it never can be, else skipped in this run."""
+        if e.note is not None:
+            self.owner.notify(e.note)
+        if e.check is not None:
+            self._remember(e.check)
+            self._refused(e.check)
+        else:
+            self.choices.pop(0)
+            self._next()
+
+    def _remember(self, check: PrecisionCheck) -> None:
+        self.new_checks.append(check)
+        self.owner.known[(check.fingerprint, check.precision)] = check
+
+    def _refused(self, check: PrecisionCheck) -> None:
+        self.choices.pop(0)
+        then = f"measuring {self.choices[0]} next" if self.choices else "encoding at fp32"
+        measured = f"on this library's first {check.images} images " if check.images else ""
+        self.owner.notify(f"{self.encoder.spec.label}: {check.precision} image encoding refused {measured}({check.reason}); {then}")
+        self._next()
 
     def _fast_path(self) -> EncodeFn:
+        """The current choice's encoder, made once; raises _Unavailable where it cannot be made."""
         if self._fast is None:
-            fast = self._make_fast()
-            if failpoints.perturbs(failpoints.FAST_PATH_NOISE):
+            precision = self.choices[0]
+            fast = self._make_fast(precision)
+            if failpoints.perturbs(failpoints.FAST_PATH_NOISE) or (
+                precision == "int8" and failpoints.perturbs(failpoints.INT8_PATH_NOISE)
+            ):
                 fast = _with_noise(fast)
             self._fast = fast
         return self._fast
 
-    def _make_fast(self) -> EncodeFn:
+    def _make_fast(self, precision: str) -> EncodeFn:
         from indexer.encode import encode_images
 
         enc = self.encoder
-        if enc.precision == "bf16":
-            return lambda pixels: encode_images(enc, pixels)
-        if not self.owner.use_exports:  # exports turned off: no int8 file, fp32 without a verdict
-            self.check = PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, 0.0, "exports are turned off")
-            return self.fp32
+        if precision == "bf16":
+            bf16 = enc if enc.precision == "bf16" else dataclasses.replace(enc, precision="bf16", bf16_image_tower=None)
+            return lambda pixels: encode_images(bf16, pixels)
+        if not self.owner.use_exports:  # exports turned off: no int8 file; the next choice, nothing recorded
+            raise _Unavailable()
         from indexer.derived import DerivedRejected
         from indexer.errors import DiskFull
         from indexer.quantised_export import image_encoder_int8, open_encoder
 
         try:
             session = open_encoder(image_encoder_int8(enc, self.owner.home))
-        except DerivedRejected as e:  # cannot be made for this model: recorded, fp32 from now on
-            self._record(PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, self._seconds, str(e)))
-            return self.fp32
-        except DiskFull as e:  # a full disk passes: fp32 for this run only, nothing recorded
-            self.check = PrecisionCheck(enc.fingerprint, enc.precision, False, 0.0, 0.0, 0, self._seconds, str(e))
-            self.owner.notify(f"{enc.spec.label}: {e}; encoding images at fp32 in this run")
-            return self.fp32
+        except DerivedRejected as e:  # cannot be made for this model: recorded, the next choice from now on
+            reason = str(e)
+            raise _Unavailable(PrecisionCheck(enc.fingerprint, precision, False, 0.0, 0.0, 0, self._seconds, reason)) from e
+        except DiskFull as e:  # a full disk passes: the next choice for this run only, nothing recorded
+            raise _Unavailable(note=f"{enc.spec.label}: {e}; not encoding images at {precision} in this run") from e
         return session.encode  # (building it is timed by `encode`, as part of the guard's one-time cost)
 
 

@@ -155,8 +155,12 @@ class _EncoderActor:
         self.encoder = load_encoder(spec, device, precision, home=None if home is None else _home(home))
         if self.encoder.precision == "int8":
             # int8 is the local executor's ONNX Runtime copy behind the fidelity guard; an actor encodes
-            # with torch, so it says fp32, which is what it computes.
-            self.encoder.precision = "fp32"
+            # with torch: at auto's next choice where that is bf16 (a CPU with native bf16), else fp32,
+            # and it says which.
+            from indexer.precision_guard import auto_cpu_candidates
+
+            after = auto_cpu_candidates()[1:] if precision == "auto" and self.encoder.device.type == "cpu" else ()
+            self.encoder.precision = "bf16" if "bf16" in after else "fp32"
 
     def describe(self) -> tuple[str, str, str, InputSpec]:
         """(fingerprint, device, precision, input spec)."""

@@ -130,8 +130,9 @@ class Library:
         """Open (creating if needed) the library at `home`, else $CLIPDEX_HOME, else the user data dir.
 
         `db` is any SQLAlchemy URL; it is remembered in the library's config.json.
-        `precision` is auto (fp16 on CUDA, bf16 on CPUs with native bf16, else int8), fp32, bf16 or int8;
-        images are encoded at bf16 or int8 once the fidelity guard (`indexer.precision_guard`) accepts it.
+        `precision` is auto (fp16 on CUDA; on a CPU int8 and, where the CPU has it natively, bf16),
+        fp32, bf16 or int8; images are encoded at bf16 or int8 once the fidelity guard
+        (`indexer.precision_guard`) accepts it, and `auto` falls back along its choices.
         Text queries: auto and int8 use the int8 ONNX text tower where its check accepted it (retrieval.exported_towers).
         """
         root = library_home(home)
@@ -271,7 +272,8 @@ class Library:
         """How this run encodes images: a reduced precision once the fidelity guard accepts it for the model."""
         from retrieval.exported_towers import exports_enabled
 
-        return ImageEncoding(self.home, self.catalog.precision_checks(), self.notify, use_exports=exports_enabled())
+        checks = self.catalog.precision_checks()
+        return ImageEncoding(self.home, checks, self.notify, use_exports=exports_enabled(), auto=self.precision == "auto")
 
     def forget(self, path: str | os.PathLike[str]) -> int:
         """Remove a root and its items; return the number of items removed."""
@@ -521,6 +523,9 @@ class Library:
         active = self.active_model()
         vectors = self.catalog.vector_counts()
         checks = self.catalog.precision_checks()
+        from retrieval.exported_towers import exports_enabled
+
+        exports = exports_enabled()
         models = [
             {
                 "name": ModelSpec(m.name, m.pretrained, m.checkpoint).label,
@@ -529,7 +534,7 @@ class Library:
                 "images": vectors.get((m.id, IMAGE), 0),
                 "texts": vectors.get((m.id, TEXT), 0),
                 "active": active is not None and m.id == active.id,
-                "precision": precision_in_use(self.precision, self.device, m.fingerprint, checks),
+                "precision": precision_in_use(self.precision, self.device, m.fingerprint, checks, use_exports=exports),
                 "precision_checks": [check_fields(c) for c in checks if c.fingerprint == m.fingerprint],
             }
             for m in self.catalog.list_models()

@@ -186,14 +186,46 @@ def test_an_int8_export_is_rebuilt_when_deleted_truncated_or_another_models(
     assert os.path.exists(other / IMAGE_ENCODER_INT8.filename)
 
 
-def test_auto_picks_bf16_only_where_torch_computes_it_natively() -> None:
+def test_auto_tries_int8_then_bf16_where_torch_computes_bf16_natively() -> None:
     bf16_cpu = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}
-    assert precision_guard.auto_cpu_precision(bf16_cpu, {}) == "bf16"
-    assert precision_guard.auto_cpu_precision({"avx2", "amx_bf16"}, {}) == "bf16"
-    assert precision_guard.auto_cpu_precision({"avx2", "fma"}, {}) == "int8"
-    capped = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # benchmarks' --avx2
-    assert precision_guard.auto_cpu_precision(bf16_cpu, capped) == "int8"
-    assert precision_guard.auto_cpu_precision(bf16_cpu, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}) == "bf16"
+    assert precision_guard.auto_cpu_candidates(bf16_cpu, {}) == ("int8", "bf16")
+    assert precision_guard.auto_cpu_precision(bf16_cpu, {}) == "int8"
+    assert precision_guard.auto_cpu_candidates({"avx2", "avx512_bf16", "amx_bf16"}, {}) == ("bf16", "int8")
+    assert precision_guard.auto_cpu_candidates({"avx2", "fma"}, {}) == ("int8",)
+    capped = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}  # benchmarks' --avx2: bf16 is emulated
+    assert precision_guard.auto_cpu_candidates(bf16_cpu, capped) == ("int8",)
+    assert precision_guard.auto_cpu_candidates(bf16_cpu, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}) == ("int8", "bf16")
+
+
+def test_auto_measures_bf16_next_when_int8_is_refused(
+    tmp_path: Path, corpus: Corpus, built_exports: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(precision_guard, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})  # auto: int8, then bf16
+    home = tmp_path / "lib"
+    home.mkdir()
+    with_exports(home, built_exports, monkeypatch)
+    root = photos_of(corpus, tmp_path)
+    failpoints.arm(failpoints.INT8_PATH_NOISE)
+    try:
+        first, notes = index(home, root, "auto")  # int8 refused on the 12 photos
+        add_extra(corpus, root)
+        second, _ = index(home, root, "auto")  # bf16 measured on the next photo, accepted
+        make_photo(root / "later.jpg", seed=200)
+        third, later = index(home, root, "auto")  # bf16 from now on, measured no more
+    finally:
+        failpoints.disarm()
+    assert first == [PrecisionCheck(FP, "int8", False, ANY, ANY, 12, ANY, ANY)]
+    assert [n for n in notes if "refused" in n] == [
+        f"clipdex-tiny: int8 image encoding refused on this library's first 12 images ({first[0].reason}); measuring bf16 next"
+    ]
+    assert second == third == [PrecisionCheck(FP, "bf16", True, ANY, ANY, 1, ANY, None), *first]  # the catalog's order
+    assert [n for n in later if "refused" in n] == []
+    got, expected = vectors(home, root), corpus[2]
+    for path, v in expected.items():
+        np.testing.assert_array_equal(got[path], v)  # the photos the guard measured keep fp32's vectors
+    model = json.loads(CliRunner().invoke(app, ["status", "--json", "--library", str(home)]).stdout)["models"][0]
+    assert model["precision"] == "bf16"
+    assert [(c["precision"], c["accepted"]) for c in model["precision_checks"]] == [("bf16", True), ("int8", False)]
 
 
 def test_the_perturbing_failpoint_is_a_known_point(monkeypatch: pytest.MonkeyPatch) -> None:
