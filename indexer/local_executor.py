@@ -86,18 +86,29 @@ class LocalExecutor:
         size = self.batch_size if self.batch_size > 0 else min(auto_batch_size(e) for e in encoders)
         paths = [t.value for t in tasks]
         streams = {spec: self._decoder(spec).decode(paths) for spec in dict.fromkeys(e.input_spec for e in encoders)}
+        # Made while the decoders fill the first batch (an ONNX Runtime session takes a few tenths of a second to open).
+        encode_fns = {e.fingerprint: self._image_fn(e) for e in encoders}
         try:
             for start in range(0, len(tasks), size):
                 n = min(size, len(tasks) - start)
                 with self._clock("wait_decode"):  # time the encoder waited on decoders: ~0 when overlapped
                     decoded = {spec: list(islice(stream, n)) for spec, stream in streams.items()}
-                yield self._encode_images(tasks[start : start + n], decoded, encoders)
+                yield self._encode_images(tasks[start : start + n], decoded, encoders, encode_fns)
         finally:
             for stream in streams.values():
                 stream.close()
 
+    def _image_fn(self, encoder: Encoder) -> ImageEncodeFn:
+        if self.images is not None:
+            return self.images(encoder)
+        return lambda pixels: encode_images(encoder, pixels)
+
     def _encode_images(
-        self, tasks: list[EmbedTask], decoded: dict[InputSpec, list[DecodeResult]], encoders: list[Encoder]
+        self,
+        tasks: list[EmbedTask],
+        decoded: dict[InputSpec, list[DecodeResult]],
+        encoders: list[Encoder],
+        encode_fns: dict[str, ImageEncodeFn],
     ) -> list[EmbedResult]:
         results = [EmbedResult(t.key) for t in tasks]
         for outcomes in decoded.values():
@@ -109,9 +120,8 @@ class LocalExecutor:
         for enc in encoders:
             ok = [(res, out) for res, out in zip(results, decoded[enc.input_spec]) if isinstance(out, DecodedImage)]
             if ok:
-                encode = self.images(enc) if self.images is not None else lambda p, e=enc: encode_images(e, p)
                 with self._clock("encode"):
-                    vectors = encode(np.stack([out.pixels for _, out in ok]))  # (B, D)
+                    vectors = encode_fns[enc.fingerprint](np.stack([out.pixels for _, out in ok]))  # (B, D)
                 for (res, _), v in zip(ok, vectors):
                     res.vectors[enc.fingerprint] = v
         return results

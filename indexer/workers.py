@@ -1,11 +1,11 @@
 """Decode in worker processes, overlapped with inference, with crashes and hangs contained.
 
-`DecodePool.decode(paths)` yields results in input order while the workers (fresh
-`indexer.decode_worker` processes) run ahead of the consumer by a bounded number of
-files, so decoding continues while the main process encodes. Each worker runs the same pure
-`indexer.decode.decode_image`. A worker that crashes, exceeds its memory limit or
-hangs past the time limit is replaced, and its file is recorded as a `WorkerFailure`
-with the reason; the run goes on.
+`DecodePool.decode(paths)` starts decoding at once and yields results in input order
+while the workers (fresh `indexer.decode_worker` processes) run ahead of the consumer by
+a bounded number of files, so decoding continues while the main process encodes. Each
+worker runs the same pure `indexer.decode.decode_image`. A worker that crashes, exceeds
+its memory limit or hangs past the time limit is replaced, and its file is recorded as a
+`WorkerFailure` with the reason; the run goes on.
 
 Workers start from `/` with `-P -s`: the folder `clipdex` runs in (where a stray or
 planted `json.py` or `numpy.py` may lie) and the user's site-packages are not on
@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Generator, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from indexer.decode import DEFAULT_MAX_PIXELS, DecodeResult, InputSpec
 from indexer.decode_worker import WorkerFailure
@@ -121,22 +121,41 @@ class DecodePool:
             w.stop()
         self._workers = []
 
-    def decode(self, paths: Iterable[bytes | str]) -> Generator[DecodeResult, None, None]:
-        """Decode every path, yielding results in order as soon as each is ready (closing the
-        generator stops the run)."""
-        run = _Run(self, [_absolute(p) for p in paths])  # workers run from "/"
-        thread = threading.Thread(target=run.pump, name="clipdex-decode", daemon=True)
-        thread.start()
-        try:
-            yield from run.results()
-        finally:
-            run.stop()
-            thread.join()
+    def decode(self, paths: Iterable[bytes | str]) -> DecodeStream:
+        """Start decoding every path now; the stream yields results in order as soon as each
+        is ready (closing it, or reaching its end, stops the run)."""
+        return DecodeStream(_Run(self, [_absolute(p) for p in paths]))  # workers run from "/"
 
     def _replace(self, index: int) -> None:
         self._workers[index].stop()
         self._workers[index] = _Worker(self.spec, self.config)
         self.restarts += 1
+
+
+class DecodeStream:
+    """The results of one `decode` call, in input order. Decoding starts when it is made, so the
+    caller can do other work (open a model) while the first files decode."""
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._thread = threading.Thread(target=run.pump, name="clipdex-decode", daemon=True)
+        self._thread.start()
+        self._results = run.results()
+
+    def __iter__(self) -> DecodeStream:
+        return self
+
+    def __next__(self) -> DecodeResult:
+        try:
+            return next(self._results)
+        except BaseException:
+            self.close()  # the end, a worker error or an interrupt: stop the pump
+            raise
+
+    def close(self) -> None:
+        """Stop the run: files in flight are abandoned, the pump thread ends."""
+        self._run.stop()
+        self._thread.join()
 
 
 class _Run:
