@@ -124,6 +124,26 @@ class DuplicateReport:
 HashFn = Callable[[bytes], "int | None"]
 
 
+DuplicateKey = tuple[str, int, DuplicateConfig, HashFn]  # (model fingerprint, catalog state, config, hash)
+
+
+@dataclass
+class DuplicateJob:
+    """A grouping to run, read from the catalog (`Library.duplicates_job`); `cached`: its kept report."""
+
+    key: DuplicateKey
+    photos: list[Photo]
+    vectors: np.ndarray  # (N, D) unit, aligned with photos
+    config: DuplicateConfig
+    model: str
+    hash_fn: HashFn
+    cached: DuplicateReport | None = None
+
+    def run(self) -> DuplicateReport:
+        """The grouping itself: the catalog is not touched."""
+        return find_duplicates(self.photos, self.vectors, self.config, model=self.model, hash_fn=self.hash_fn)
+
+
 def find_duplicates(
     photos: Sequence[Photo],
     vectors: np.ndarray,

@@ -36,7 +36,7 @@ from indexer.texts import read_texts
 from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
 from indexer.image_hashes import perceptual_hash
-from retrieval.duplicates import DuplicateConfig, DuplicateReport, HashFn, Photo, find_duplicates
+from retrieval.duplicates import DuplicateConfig, DuplicateJob, DuplicateKey, DuplicateReport, HashFn, Photo
 from indexer.precision_guard import ImageEncoding, check_fields, precision_in_use
 from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
@@ -114,7 +114,7 @@ class Library:
         derived.remove_stale_work(home)  # an export killed half-way, like a half-written index file
         self.model_choice = ModelChoice(home, catalog, device, precision)
         self._text_cache = TextCache()
-        self._duplicates: dict[tuple[str, int, DuplicateConfig, HashFn], DuplicateReport] = {}  # the last report
+        self._duplicates: dict[DuplicateKey, DuplicateReport] = {}  # the last report
         self.notify: Callable[[str], None] = lambda message: None  # notes for stderr (the CLI sets it)
         self.exports = ExportedTowers(home, lambda message: self.notify(message), precision)
 
@@ -502,18 +502,32 @@ class Library:
         The last report per model and config is kept until the catalog's vectors change.
         Raises NoVectors when the model has not indexed this library.
         """
+        job = self.duplicates_job(config, model=model, hash_fn=hash_fn)
+        return job.cached if job.cached is not None else self.keep_duplicates(job, job.run())
+
+    def duplicates_job(
+        self, config: DuplicateConfig = DuplicateConfig(), *, model: ModelSpec | None = None, hash_fn: HashFn = perceptual_hash
+    ) -> DuplicateJob:
+        """What `duplicates` works on, read from the catalog, with the kept report if it is still current.
+
+        `job.run()` needs neither the library nor its lock (a server groups 100k photos in
+        ~20 s without holding up other requests); `keep_duplicates` keeps its report.
+        """
         row, _ = self._model_for_search(model)
         key = (row.fingerprint, self.catalog.current_seq(row.id, IMAGE), config, hash_fn)
         cached = self._duplicates.get(key)
         if cached is not None:
-            return cached
+            return DuplicateJob(key, [], np.zeros((0, row.dim), np.float32), config, row.fingerprint, hash_fn, cached)
         ids, vectors = self.catalog.vectors(row.id, IMAGE)
         facts = {f.id: f for f in self.catalog.photo_facts()}
         keep = [n for n, i in enumerate(ids.tolist()) if i in facts]  # vectors of indexed photos only
         photos = [_photo(facts[i]) for i in ids[keep].tolist()]
         vecs = vectors[keep] if keep else np.zeros((0, row.dim), np.float32)
-        report = find_duplicates(photos, vecs, config, model=row.fingerprint, hash_fn=hash_fn)
-        self._duplicates = {key: report}
+        return DuplicateJob(key, photos, vecs, config, row.fingerprint, hash_fn)
+
+    def keep_duplicates(self, job: DuplicateJob, report: DuplicateReport) -> DuplicateReport:
+        """Keep `job`'s report (the last one only) for later calls while the catalog's vectors stay as they were."""
+        self._duplicates = {job.key: report}
         return report
 
     # -- status ----------------------------------------------------------------------------

@@ -182,3 +182,44 @@ def test_http_duplicates_and_collapse(indexed: tuple[Path, Path]) -> None:
     assert body == want
     assert [h["id"] for h in hits["results"]] == collapsed
     assert bad.status_code == 422
+
+
+def test_a_server_groups_duplicates_without_holding_up_other_requests(
+    indexed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from retrieval.duplicates import DuplicateJob
+    from retrieval.server.schemas import SearchOptions
+    from retrieval.server.service import SearchService
+    from retrieval.server.settings import ServerSettings
+
+    _, home = indexed
+    started, release = threading.Event(), threading.Event()
+    grouping = DuplicateJob.run
+
+    def held_run(job: DuplicateJob) -> object:
+        started.set()
+        assert release.wait(60)
+        return grouping(job)
+
+    with Library.open(home) as lib:
+        want = [r.id for r in lib.search("item:1", top=8, collapse=DuplicateConfig())]
+        plain = [r.id for r in lib.search("item:2", top=3)]
+    with Library.open(home) as lib:  # nothing grouped yet
+        service = SearchService(lib, ServerSettings())
+        monkeypatch.setattr(DuplicateJob, "run", held_run)
+        collapsed: list[list[dict[str, object]]] = []
+        first = threading.Thread(target=lambda: collapsed.append(service.search("item:1", SearchOptions(top=8, collapse=True))))
+        first.start()
+        assert started.wait(60)
+        other: list[list[dict[str, object]]] = []
+        second = threading.Thread(target=lambda: other.append(service.search("item:2", SearchOptions(top=3))))
+        second.start()
+        second.join(60)
+        answered_while_grouping = not second.is_alive() and not release.is_set()
+        release.set()
+        first.join(60)
+    assert answered_while_grouping
+    assert [r["id"] for r in other[0]] == plain
+    assert [r["id"] for r in collapsed[0]] == want

@@ -4,8 +4,9 @@ Library calls are serialised by one lock: a search may catch the FAISS index up
 from the catalog's change log (items indexed by another process), which mutates
 the in-memory index. So that one request cannot hold up the others, work whose
 cost a client picks happens before the lock or is bounded: query terms are
-limited in number and length, and uploads and thumbnails are decoded outside it
-(at most DECODE_SLOTS uploads at a time, which bounds their memory).
+limited in number and length, uploads and thumbnails are decoded outside it
+(at most DECODE_SLOTS uploads at a time, which bounds their memory), and duplicate
+groups (`collapse`, /duplicates) are worked out outside it, one grouping at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class SearchService:
         self.thumbnails = ThumbnailCache(library.home / "thumbnails", settings.thumbnail_px, settings.max_upload_pixels)
         self._lock = threading.Lock()
         self._decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+        self._grouping = threading.Lock()  # one duplicate grouping at a time, run outside self._lock
 
     def warm_up(self) -> None:
         """Load the model and the index now, so the first request is fast.
@@ -54,6 +56,8 @@ class SearchService:
         check_term_limits([*([query] if query is not None else []), *options.add, *options.sub])
         filters = options.search_filter()
         upload = self._decode_upload(image) if image is not None else None
+        if options.collapse:
+            self._group(DuplicateConfig())
         with self._lock:
             self._check_item_terms([query] if query is not None else [], options)
             results = self.library.search(
@@ -62,6 +66,20 @@ class SearchService:
                 allow_files=False, collapse=DuplicateConfig() if options.collapse else None,
             )
         return [result_dict(r, gps=options.gps) for r in results]
+
+    def _group(self, config: DuplicateConfig) -> None:
+        """Group the library's duplicates with `config` unless a current report is kept, holding the library
+        lock only to read the catalog and to keep the report: other requests go on while it groups."""
+        with self._grouping:
+            try:
+                with self._lock:
+                    job = self.library.duplicates_job(config, model=self.settings.model)
+            except NoVectors:
+                return  # the request itself says so
+            if job.cached is None:
+                report = job.run()
+                with self._lock:
+                    self.library.keep_duplicates(job, report)
 
     def _decode_upload(self, data: bytes) -> QueryImage:
         """An upload checked from its header, then decoded outside the library lock."""
@@ -101,8 +119,9 @@ class SearchService:
     def duplicates(self, options: DuplicateOptions) -> dict[str, object]:
         """`clipdex duplicates --json`, each member with its thumbnail and image URLs."""
         config = DuplicateConfig(window_s=options.window_s, tier=options.tier)
+        self._group(config)
         with self._lock:
-            report = self.library.duplicates(config, model=self.settings.model)
+            report = self.library.duplicates(config, model=self.settings.model)  # the kept report, unless indexed since
         body = report.to_dict()
         body["groups"] = [
             g.to_dict() | {"members": [m.to_dict() | _urls(m.id) for m in g.members]} for g in report.groups
