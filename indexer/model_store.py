@@ -77,13 +77,21 @@ def find_card(name: str, home: Path | None = None) -> ModelCard | None:
     return None
 
 
-def list_cards(home: Path | None = None) -> list[ModelCard]:
-    """Every card with its weights: the built-in ones, then those saved in the library at `home`."""
+def list_cards(home: Path | None = None, problems: list[str] | None = None) -> list[ModelCard]:
+    """Every card with its weights: the built-in ones, then those saved in the library at `home`.
+
+    An unreadable card raises SavedModelError, or, given `problems`, is left out and its
+    message appended there (a listing that one damaged card must not take down)."""
     out = []
     for folder, is_builtin in _folders(home):
         for weights in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
             if card_path(weights).is_file():
-                out.append(_card(weights.stem, weights, is_builtin))
+                try:
+                    out.append(_card(weights.stem, weights, is_builtin))
+                except SavedModelError as e:
+                    if problems is None:
+                        raise
+                    problems.append(str(e))
     return out
 
 

@@ -34,7 +34,7 @@ def test_lists_the_saved_model_with_its_before_after_metrics_and_chart(served: t
         "lr": card["lr_search"]["lr"], "lr_auto": True, "steps": 4, "stopped_by": "step cap", "wise_ft_alpha": None,
         "metrics": {"base": result.before.to_dict(), "tuned": result.after.to_dict()},
         "chart_url": "/api/v1/saved-models/shapes-tuned/chart",
-    }]}  # fmt: skip
+    }], "problems": []}  # fmt: skip
     assert "clipdex-tiny" not in [m["name"] for m in r.json()["models"]]  # built-in models are not "saved"
 
 
@@ -67,3 +67,17 @@ def test_a_model_without_its_chart_is_listed_without_a_chart_url(served: tuple[P
         assert client.get("/api/v1/saved-models/shapes-tuned/chart").status_code == 404
     finally:
         chart.write_bytes(svg)
+
+
+def test_a_damaged_card_is_left_out_and_named_without_hiding_the_others(served: tuple[Path, FinetuneResult, TestClient]) -> None:
+    home, result, client = served
+    weights = result.weights.with_name("broken.safetensors")
+    weights.write_bytes(result.weights.read_bytes())
+    weights.with_suffix(".json").write_text("{not json", encoding="utf-8")
+    try:
+        body = client.get("/api/v1/saved-models").json()
+    finally:
+        weights.unlink()
+        weights.with_suffix(".json").unlink()
+    assert [m["name"] for m in body["models"]] == ["shapes-tuned"]
+    assert len(body["problems"]) == 1 and "broken.json cannot be read" in body["problems"][0]

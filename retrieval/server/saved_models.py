@@ -30,8 +30,10 @@ def saved_models_router(home: Path) -> APIRouter:
 
     @router.get("/saved-models")
     def saved_models() -> dict[str, object]:
-        """The library's fine-tuned models, newest first: base, training summary, before/after metrics, chart URL."""
-        return {"models": [model_summary(c) for c in _saved(home)]}
+        """The library's fine-tuned models, newest first: base, training summary, before/after metrics, chart URL;
+        `problems`: the cards that could not be read (left out)."""
+        problems: list[str] = []
+        return {"models": [model_summary(c) for c in _saved(home, problems)], "problems": problems}
 
     @router.get("/saved-models/{name}/chart", response_class=FileResponse)
     def chart(name: str) -> FileResponse:
@@ -45,8 +47,8 @@ def saved_models_router(home: Path) -> APIRouter:
     return router
 
 
-def _saved(home: Path) -> list[ModelCard]:
-    cards = [c for c in list_cards(home) if not c.is_builtin]
+def _saved(home: Path, problems: list[str] | None = None) -> list[ModelCard]:
+    cards = [c for c in list_cards(home, [] if problems is None else problems) if not c.is_builtin]
     return sorted(cards, key=lambda c: str(c.card.get("created_at", "")), reverse=True)
 
 
