@@ -401,10 +401,12 @@ class Library:
     # -- tags (retrieval.tagging) ----------------------------------------------------------
 
     def tag(
-        self, labels: Sequence[str] | None = None, *, folder_tags: bool = False, model: ModelSpec | None = None
+        self, labels: Sequence[str] | Sequence[Sequence[str]] | None = None, *, folder_tags: bool = False,
+        model: ModelSpec | None = None,
     ) -> TagReport:
-        """Tag the images with `labels` by zero-shot classification (retrieval.tagging), and with
-        their folder names when `folder_tags`; only new and changed images, unless the labels changed.
+        """Tag the images with `labels` (one set of alternatives, or a list of sets) by zero-shot classification
+        (retrieval.tagging), and with their folder names when `folder_tags`; only new and changed images,
+        unless the labels changed.
 
         Raises NoVectors when the model has not indexed this library, LibraryBusy while another writes.
         """
@@ -412,13 +414,15 @@ class Library:
 
         report = tagging.TagReport()
         with self._writing():
-            if labels:
+            sets = tagging.as_label_sets(labels or [])
+            if sets:
                 row, enc = self._model_for_search(model)
 
                 def get_encoder() -> Encoder:
                     return enc if enc is not None else self._active_encoder(row)
 
-                tagging.tag_with_labels(self.catalog, row, list(labels), self._text_tower(row, get_encoder), report)
+                templates = tagging.templates_for(row.name, self.home)
+                tagging.tag_with_labels(self.catalog, row, sets, self._text_tower(row, get_encoder), report, templates)
             if folder_tags:
                 tagging.tag_folders(self.catalog, report)
         return report
