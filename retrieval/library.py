@@ -33,7 +33,7 @@ from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
 from indexer.texts import read_texts
-from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
+from indexer.errors import CatalogError, InputFileError, NoVectors, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
 from indexer.image_hashes import perceptual_hash
 from retrieval.duplicates import DuplicateConfig, DuplicateReport, HashFn, Photo, find_duplicates
@@ -427,9 +427,31 @@ class Library:
                 tagging.tag_folders(self.catalog, report)
         return report
 
-    def tags(self) -> dict[str, int]:
-        """Images per tag, every model's and the folders' together."""
-        return self.catalog.tag_counts()
+    def tags(self, model: ModelSpec | None = None) -> dict[str, int]:
+        """Images per tag: the model's (default: the active model's; tags are stored per model) and the folders'.
+
+        Raises NoVectors for a `model` this library has no vectors of.
+        """
+        return self.catalog.tag_counts(self._tag_source(model))
+
+    def item_tags(self, item_id: int, model: ModelSpec | None = None) -> list[str]:
+        """An item's tags from the model (default: the active model) and its folders, sorted; raises NoVectors."""
+        return self.catalog.tags_of([item_id], self._tag_source(model)).get(item_id, [])
+
+    def _tag_source(self, model: ModelSpec | None) -> int:
+        """The catalog id of the model whose tags to read, found without loading it where the catalog tells it
+        apart by name; folder tags only (FOLDERS) while nothing is indexed."""
+        from indexer.catalog_tags import FOLDERS
+
+        if model is None:
+            active = self.active_model()
+            return FOLDERS if active is None else active.id
+        rows = [r for r in self.catalog.list_models() if (r.name, r.pretrained, r.checkpoint) == (model.name, model.pretrained, model.checkpoint)]
+        if len(rows) == 1:
+            return rows[0].id
+        if not rows:
+            raise NoVectors(model)
+        return self._model_for_search(model)[0].id  # the same name at several weights: the fingerprint decides
 
     def _text_tower(self, row: ModelRow, get_encoder: Callable[[], Encoder]) -> TextEncodeFn:
         """Encodes query texts: the exported text tower, else the torch encoder, which exports it for next time."""
