@@ -29,11 +29,11 @@ TUNED = ModelSpec.parse("tuned")
 
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Library, list[int], Path]]:
-    """24 world scenes and one photo with full EXIF, indexed by clipdex-tiny (active) and a saved fine-tune
+    """12 world scenes and one photo with full EXIF, indexed by clipdex-tiny (active) and a saved fine-tune
     `tuned`; tiny tags them with the colours, `tuned` with TUNED_LABELS, and folder tags on top."""
     folder = tmp_path_factory.mktemp("tags-http")
     photos = folder / "photos"
-    world.write_world(photos / "world", world.make_scenes(24, 1516, world.BASE, split="test"))
+    world.write_world(photos / "world", world.make_scenes(12, 1516, world.BASE, split="test"))
     exif = exif_for(camera=("Nikon", "Z 6"), lens=("Nikon", "NIKKOR Z 24-70mm f/4 S"), focal=R(50, 1), iso=800, gps=LIMA)
     make_photo(photos / "exif.jpg", seed=5, exif=exif)
     with pytest.MonkeyPatch.context() as mp:  # module scope runs before conftest's per-test env
@@ -52,7 +52,7 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Libra
 def test_tags_are_kept_apart_per_model(two_models) -> None:  # type: ignore[no-untyped-def]
     lib, ids, _ = two_models
     tiny, tuned = lib.tags(), lib.tags(TUNED)
-    assert lib.tags(TINY) == tiny and tiny["world"] == tuned["world"] == 24  # folder tags are every model's
+    assert lib.tags(TINY) == tiny and tiny["world"] == tuned["world"] == 12  # folder tags are every model's
     assert set(tiny) - {"world"} <= set(COLOURS) and set(tuned) - {"world"} <= set(TUNED_LABELS)
     assert set(tuned) - {"world"}, "the tuned model tagged nothing: the test needs one of its labels"
     everything = lib.catalog.tags_of(ids)  # every source
