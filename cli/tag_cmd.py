@@ -13,7 +13,9 @@ from cli.render import echo, note, print_json
 
 def tag(
     labels: Annotated[
-        Optional[Path], typer.Option("--labels", help="A file of labels, one a line (# comments); default: the starter set.")
+        Optional[Path],
+        typer.Option("--labels", help="A file of labels, one a line ([name] lines start a set of alternatives; # comments); "
+                     "default: the starter set."),
     ] = None,
     folder_tags: Annotated[bool, typer.Option("--folder-tags", help="Tag each photo with its folders' names.")] = False,
     model: ModelOpt = None,
@@ -25,9 +27,9 @@ def tag(
     as_json: JsonOpt = False,
 ) -> None:
     """Tag photos with the labels that fit them (new and changed photos only), and with folder names."""
-    from retrieval.tagging import STARTER_LABELS, read_labels
+    from retrieval.tagging import STARTER_LABELS, read_label_sets
 
-    names = read_labels(labels.read_text(encoding="utf-8")) if labels else ([] if folder_tags else list(STARTER_LABELS))
+    names = read_label_sets(labels.read_text(encoding="utf-8")) if labels else ([] if folder_tags else [list(STARTER_LABELS)])
     if labels and not names:
         note(f"warning: {labels} holds no labels")
     with open_library(library, db, device, precision) as lib:
@@ -37,8 +39,8 @@ def tag(
         print_json(report.to_dict())
         return
     if names:
-        how = "calibrated thresholds" if report.calibrated else "kept thresholds"
-        echo(f"{report.labels} labels ({how}): tagged {report.tagged}, unchanged {report.unchanged}, "
+        how = "new label sets: every photo" if report.calibrated else "same label sets"
+        echo(f"{report.labels} labels in {report.sets} sets ({how}): tagged {report.tagged}, unchanged {report.unchanged}, "
              f"waiting for vectors {report.waiting}")  # fmt: skip
     if folder_tags:
         echo(f"folder tags: tagged {report.folder_tagged}, unchanged {report.folder_unchanged}")

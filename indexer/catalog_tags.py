@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, true
 
 from indexer.catalog_connection import CatalogConnection, _chunks
 from indexer.items import IMAGE, INDEXED
@@ -80,23 +80,29 @@ class CatalogTags(CatalogConnection):
                 ])  # fmt: skip
         return len(rows)
 
-    def tags_of(self, ids: Sequence[int]) -> dict[int, list[str]]:
-        """Each item's labels from every source, sorted and without repeats."""
+    def tags_of(self, ids: Sequence[int], model_id: int | None = None) -> dict[int, list[str]]:
+        """Each item's labels from model `model_id` and its folders (None: every source), sorted and without repeats."""
         out: dict[int, set[str]] = {}
         with self._read() as conn:
             for chunk in _chunks(list(ids)):
-                for item_id, label in conn.execute(select(tags.c.item_id, tags.c.label).where(tags.c.item_id.in_(chunk))):
+                q = select(tags.c.item_id, tags.c.label).where(tags.c.item_id.in_(chunk), _source(model_id))
+                for item_id, label in conn.execute(q):
                     out.setdefault(item_id, set()).add(label)
         return {i: sorted(labels) for i, labels in out.items()}
 
-    def tag_counts(self) -> dict[str, int]:
-        """Items per label, every source together."""
-        q = select(tags.c.label, tags.c.item_id).distinct()
+    def tag_counts(self, model_id: int | None = None) -> dict[str, int]:
+        """Items per label, from model `model_id` and the folders (None: every source together)."""
+        q = select(tags.c.label, tags.c.item_id).where(_source(model_id)).distinct()
         counts: dict[str, int] = {}
         with self._read() as conn:
             for label, _ in conn.execute(q):
                 counts[label] = counts.get(label, 0) + 1
         return dict(sorted(counts.items()))
+
+
+def _source(model_id: int | None) -> ColumnElement[bool]:
+    """Tags of one model and the folders' (None: every source's)."""
+    return true() if model_id is None else or_(tags.c.model_id.is_(None), tags.c.model_id == model_id)
 
 
 def path_version(path: str) -> str:

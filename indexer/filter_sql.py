@@ -103,9 +103,10 @@ def has_gps_clause(on: bool) -> Clause:
     return Clause(items.c.gps_lat.is_not(None) if on else true())
 
 
-def tags_clause(labels: tuple[str, ...]) -> Clause:
-    """Items holding every label, from any model or their folders (ix_tags_label)."""
-    return Clause(and_(*(items.c.id.in_(select(tags.c.item_id).where(tags.c.label == label)) for label in labels)))
+def tags_clause(labels: tuple[str, ...], model_id: int | None = None) -> Clause:
+    """Items holding every label, from model `model_id` (None: any model) or their folders (ix_tags_label)."""
+    source = true() if model_id is None else or_(tags.c.model_id.is_(None), tags.c.model_id == model_id)
+    return Clause(and_(*(items.c.id.in_(select(tags.c.item_id).where(tags.c.label == label, source)) for label in labels)))
 
 
 CLAUSES: dict[str, Callable[[Any], Clause]] = {
@@ -151,7 +152,10 @@ class FilterQuery:
 
 def filter_query(kind: str, flt: SearchFilter) -> FilterQuery:
     """Indexed items of `kind` passing every item filter that is on; rows carry `id` and what the checks read."""
-    clauses = [CLAUSES[name](value) for name, value in flt.item_filters().items()]
+    clauses = [
+        tags_clause(flt.tags, flt.tag_model) if name == "tags" else CLAUSES[name](value)
+        for name, value in flt.item_filters().items()
+    ]
     columns = {c.name: c for clause in clauses for c in clause.reads}.values()
     statement = select(items.c.id, *columns).where(
         items.c.kind == kind, items.c.status == INDEXED, *(clause.where for clause in clauses)

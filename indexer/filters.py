@@ -18,6 +18,7 @@ from indexer.errors import QueryError
 
 ITEMS = "items"  # narrows the items ranked: the catalog's SQL applies it (indexer.filter_sql)
 SCORES = "scores"  # applies to the ranked results' scores
+CONTEXT = "context"  # not a filter of its own: says how another one reads (set by ranking, not by a person)
 DATE_FORMAT = "an ISO 8601 date (e.g. 2024-07-01 or 2024-07-01T18:30)"
 RANGE_FORMAT = "a range MIN..MAX (e.g. 24..70, 800.., ..200 or 50)"
 PLACE_FORMAT = "a position LAT,LON in decimal degrees (e.g. 48.8584,2.2945; south and west negative)"
@@ -70,6 +71,8 @@ class SearchFilter:
     near: Place | None = field(default=None, metadata={"applies": ITEMS})
     has_gps: bool = field(default=False, metadata={"applies": ITEMS})
     tags: tuple[str, ...] = field(default=(), metadata={"applies": ITEMS})  # every one (`clipdex tag`, folder tags)
+    # Whose tags `tags` reads: this model's and the folders' (tags are stored per model); None: any model's.
+    tag_model: int | None = field(default=None, metadata={"applies": CONTEXT})
 
     @classmethod
     def parse(

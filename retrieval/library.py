@@ -33,7 +33,7 @@ from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
 from indexer.texts import read_texts
-from indexer.errors import CatalogError, InputFileError, PathNotFound, QueryError
+from indexer.errors import CatalogError, InputFileError, NoVectors, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
 from indexer.image_hashes import perceptual_hash
 from retrieval.duplicates import DuplicateConfig, DuplicateJob, DuplicateKey, DuplicateReport, HashFn, Photo
@@ -403,10 +403,12 @@ class Library:
     # -- tags (retrieval.tagging) ----------------------------------------------------------
 
     def tag(
-        self, labels: Sequence[str] | None = None, *, folder_tags: bool = False, model: ModelSpec | None = None
+        self, labels: Sequence[str] | Sequence[Sequence[str]] | None = None, *, folder_tags: bool = False,
+        model: ModelSpec | None = None,
     ) -> TagReport:
-        """Tag the images with `labels` by zero-shot classification (retrieval.tagging), and with
-        their folder names when `folder_tags`; only new and changed images, unless the labels changed.
+        """Tag the images with `labels` (one set of alternatives, or a list of sets) by zero-shot classification
+        (retrieval.tagging), and with their folder names when `folder_tags`; only new and changed images,
+        unless the labels changed.
 
         Raises NoVectors when the model has not indexed this library, LibraryBusy while another writes.
         """
@@ -414,20 +416,44 @@ class Library:
 
         report = tagging.TagReport()
         with self._writing():
-            if labels:
+            sets = tagging.as_label_sets(labels or [])
+            if sets:
                 row, enc = self._model_for_search(model)
 
                 def get_encoder() -> Encoder:
                     return enc if enc is not None else self._active_encoder(row)
 
-                tagging.tag_with_labels(self.catalog, row, list(labels), self._text_tower(row, get_encoder), report)
+                templates = tagging.templates_for(row.name, self.home)
+                tagging.tag_with_labels(self.catalog, row, sets, self._text_tower(row, get_encoder), report, templates)
             if folder_tags:
                 tagging.tag_folders(self.catalog, report)
         return report
 
-    def tags(self) -> dict[str, int]:
-        """Images per tag, every model's and the folders' together."""
-        return self.catalog.tag_counts()
+    def tags(self, model: ModelSpec | None = None) -> dict[str, int]:
+        """Images per tag: the model's (default: the active model's; tags are stored per model) and the folders'.
+
+        Raises NoVectors for a `model` this library has no vectors of.
+        """
+        return self.catalog.tag_counts(self._tag_source(model))
+
+    def item_tags(self, item_id: int, model: ModelSpec | None = None) -> list[str]:
+        """An item's tags from the model (default: the active model) and its folders, sorted; raises NoVectors."""
+        return self.catalog.tags_of([item_id], self._tag_source(model)).get(item_id, [])
+
+    def _tag_source(self, model: ModelSpec | None) -> int:
+        """The catalog id of the model whose tags to read, found without loading it where the catalog tells it
+        apart by name; folder tags only (FOLDERS) while nothing is indexed."""
+        from indexer.catalog_tags import FOLDERS
+
+        if model is None:
+            active = self.active_model()
+            return FOLDERS if active is None else active.id
+        rows = [r for r in self.catalog.list_models() if (r.name, r.pretrained, r.checkpoint) == (model.name, model.pretrained, model.checkpoint)]
+        if len(rows) == 1:
+            return rows[0].id
+        if not rows:
+            raise NoVectors(model)
+        return self._model_for_search(model)[0].id  # the same name at several weights: the fingerprint decides
 
     def _text_tower(self, row: ModelRow, get_encoder: Callable[[], Encoder]) -> TextEncodeFn:
         """Encodes query texts: the exported text tower, else the torch encoder, which exports it for next time."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -209,6 +209,8 @@ def rank(
         raise FiltersOnTexts()
     allowed = None
     if filters.narrows_items:
+        if filters.tags:  # tags are stored per model: the searched model's (and folder tags)
+            filters = replace(filters, tag_model=model.id)
         allowed = catalog.filter_ids(kind, filters)
         if len(allowed) == 0:
             return []
@@ -224,7 +226,7 @@ def rank(
         hits = [(i, s) for i, s in hits if s >= filters.min_score]
     hits = hits[offset : offset + top]
     rows = catalog.items([i for i, _ in hits])
-    tags = catalog.tags_of([i for i, _ in hits]) if kind == IMAGE else {}
+    tags = catalog.tags_of([i for i, _ in hits], model.id) if kind == IMAGE else {}
     results: list[Result] = []
     for i, s in hits:
         row = rows.get(i)

@@ -1,33 +1,29 @@
 """Tags from labels: zero-shot classification of the library's images, and folder names as tags.
 
-Each label is scored by a prompt ensemble: the mean of the unit text vectors of
-TEMPLATES filled with the label ("a photo of a beach", "a beach", …), made unit again.
+Labels come in sets of alternatives (a label file's `[name]` lines start a new set: the
+colours, the shapes, the kinds of scene; a file without them is one set). Each label is
+a prompt ensemble: the mean of the unit text vectors of a model's prompt templates
+filled with the label, made unit again. The templates are the model card's
+`prompt_templates` (phrases in the shape of the captions the model was trained on),
+else CLIP's generic ones (TEMPLATES: "a photo of a {}.", "a {}.", …).
 
-The rule, per image x and label l (cosines of unit vectors, computed from the
-image vectors the library already holds; no image is decoded again):
+The rule, per image x and label l of a set S (cosines of unit vectors, computed from
+the image vectors the library already holds; no image is decoded again):
 
-1. score(x, l) = cos(x, l) − the mean of cos(x, t) over every label t of the set
-   (as zero-shot classification compares labels with each other); for a set of fewer
-   than CENTRE_ON_LABELS labels, over the labels and the BACKGROUND texts (generic
-   phrases that describe no picture in particular). Subtracting what an image scores
-   against text in general removes what differs from one image to the next but says
-   nothing about the label (how bright it is, the gap between image and text vectors).
-2. A background text scored the same way is a label that fits no picture: it gives
-   the spread of scores of labels that do not apply. For every background text b, its
-   scores over the library's images are standardised ((score − mean) / sd over the
-   images), and κ is the (1 − ALPHA) quantile of all of them.
-3. The threshold of label l is mean_l + κ · sd_l, its own mean and sd over the
-   library's images: l tags x when score(x, l) is above it, that is when l stands
-   out of its own scores as far as only the top ALPHA of the background's do.
-4. On its own, step 3 would tag about ALPHA of the library with any label, even one
-   that no picture shows. So the threshold is never below FLOOR, the FLOOR_QUANTILE
-   quantile of the background's scores over every image (not standardised): a label
-   must also score above what almost every (image, background text) pair scores.
+1. score(x, l) = (cos(x, l) − mean) / sd, the mean and sd of cos(x, t) over the labels t
+   of S (zero-shot classification compares a label with its alternatives). A set of
+   fewer than CENTRE_ON_LABELS labels is too small to be its own reference: its labels
+   are compared with the labels and the BACKGROUND texts (generic phrases that
+   describe no picture in particular) together.
+2. l tags x when score(x, l) ≥ sqrt((n − K) / K), n the size of that reference and
+   K = MAX_PRESENT: l stands out of its alternatives at least as far as each of K labels
+   present in the picture together, and equally strongly, would. One label alone on a
+   picture stands out by sqrt(n − 1); two by sqrt((n − 2)/2) each.
 
-Thresholds are calibrated on the images the library holds when a label set is first
-used with a model, and kept (in the catalog's settings) while the label set, the
-templates and the background stay the same: a later run tags new and changed images
-with the same thresholds, and leaves the others alone.
+The threshold depends only on the label set, never on the library or on any truth, so a
+later run tags new and changed images exactly as the first run tagged the others; the
+label set, the templates and the rule are kept (in the catalog's settings) so that a
+change of any of them re-tags every image.
 """
 
 from __future__ import annotations
@@ -35,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -42,15 +39,14 @@ import numpy as np
 from indexer.catalog import IMAGE, Catalog, ModelRow
 from indexer.catalog_tags import FOLDERS, ItemTags, TagTarget
 from indexer.decode import path_str
+from indexer.errors import ClipdexError
+from indexer.model_store import find_card
 
 TextEncodeFn = Callable[[list[str]], np.ndarray]  # texts → (T, D) unit vectors
 
-RULE = "relative-to-background/v1"
-CENTRE_ON_LABELS = 5  # a set this large is its own reference; a smaller one is centred with the background too
-ALPHA = 0.15  # the share of (image, background text) pairs that would pass as tags
-# Chosen on world scenes of seed 777 (neither the tests' nor the benchmark's): it drops
-# the pictures tagged with two shapes no picture holds from 15% to 2-3%.
-FLOOR_QUANTILE = 0.9
+RULE = "stands-out-of-its-set/v2"
+CENTRE_ON_LABELS = 5  # a set this large is its own reference; a smaller one is compared with the background too
+MAX_PRESENT = 3  # K: a picture may hold this many labels of one set, equally strongly, and each is still tagged
 TEMPLATES = (
     "a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "an image of a {}.", "a {}.", "{}",
     "a close-up photo of a {}.", "a photo of something {}.", "a bright photo of a {}.", "a dark photo of a {}.",
@@ -76,7 +72,8 @@ class TagReport:
 
     model: str | None = None
     labels: int = 0
-    calibrated: bool = False  # thresholds were (re)computed: a new label set for this model
+    sets: int = 0  # label sets (a label file's [name] sections)
+    calibrated: bool = False  # a new label set (or templates, or rule) for this model: every image tagged again
     tagged: int = 0  # images given their tags this run
     unchanged: int = 0  # images already tagged with this label set, left alone
     waiting: int = 0  # images the model has no vector for yet (the next `clipdex index` gives them one)
@@ -91,10 +88,50 @@ class TagReport:
         return d
 
 
+LabelSets = Sequence[Sequence[str]]
+
+
 def read_labels(text: str) -> list[str]:
-    """Labels from a file's text: one a line; blank lines and lines starting with # are left out."""
-    lines = (line.strip() for line in text.splitlines())
-    return list(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+    """Labels from a file's text, every set together (see read_label_sets)."""
+    return list(dict.fromkeys(label for labels in read_label_sets(text) for label in labels))
+
+
+def read_label_sets(text: str) -> list[list[str]]:
+    """Sets of labels from a file's text: one label a line, a `[name]` line starting a new set;
+    blank lines, lines starting with # and repeats within a set are left out, and so are empty sets."""
+    sets: list[list[str]] = [[]]
+    for line in (line.strip() for line in text.splitlines()):
+        if line.startswith("[") and line.endswith("]"):
+            sets.append([])
+        elif line and not line.startswith("#"):
+            sets[-1].append(line)
+    return [list(dict.fromkeys(s)) for s in sets if s]
+
+
+def as_label_sets(labels: Sequence[str] | LabelSets) -> list[list[str]]:
+    """A flat list of labels is one set; a list of lists is several. Empty sets are left out."""
+    if all(isinstance(label, str) for label in labels):
+        return [list(dict.fromkeys(str(label) for label in labels))] if labels else []
+    return [list(dict.fromkeys(s)) for s in labels if not isinstance(s, str) and len(s)]
+
+
+def templates_for(model_name: str, home: Path | None) -> tuple[str, ...]:
+    """The model card's `prompt_templates` (or its architecture's card's, for a saved fine-tune), else TEMPLATES."""
+    seen: set[str] = set()
+    name: str | None = model_name
+    while name and name not in seen:
+        seen.add(name)
+        try:
+            card = find_card(name, home)
+        except ClipdexError:
+            return TEMPLATES
+        if card is None:
+            return TEMPLATES
+        templates = card.card.get("prompt_templates")
+        if isinstance(templates, list) and templates and all(isinstance(t, str) and "{}" in t for t in templates):
+            return tuple(templates)
+        name = card.arch
+    return TEMPLATES
 
 
 def label_vectors(encode: TextEncodeFn, labels: Sequence[str], templates: Sequence[str] = TEMPLATES) -> np.ndarray:
@@ -105,53 +142,49 @@ def label_vectors(encode: TextEncodeFn, labels: Sequence[str], templates: Sequen
     return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
 
 
-def relative_scores(images: np.ndarray, labels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the labels and of the background texts, less each image's mean over the labels
-    (with the background texts, for fewer than CENTRE_ON_LABELS labels): ((N, L), (N, K))."""
-    s, sb = images @ labels.T, images @ background.T  # (N, L), (N, K)
-    reference = s if labels.shape[0] >= CENTRE_ON_LABELS else np.concatenate([s, sb], axis=1)
-    base = reference.mean(axis=1, keepdims=True)  # (N, 1)
-    return s - base, sb - base
+def set_scores(images: np.ndarray, labels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, float]:
+    """How far each label of one set stands out of its reference (the set, with the background texts for a
+    set of fewer than CENTRE_ON_LABELS labels), in the reference's sd for that image: (N, L); and the threshold."""
+    s = images @ labels.T  # (N, L)
+    reference = s if labels.shape[0] >= CENTRE_ON_LABELS else np.concatenate([s, images @ background.T], axis=1)
+    mean, sd = reference.mean(axis=1, keepdims=True), reference.std(axis=1, keepdims=True)  # (N, 1)
+    return (s - mean) / np.maximum(sd, 1e-9), threshold_for(reference.shape[1])
 
 
-def calibrate(scores: np.ndarray, background: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """Each label's threshold, mean + κ·sd of its scores, κ from the background's standardised scores,
-    and at least the background's FLOOR_QUANTILE quantile: (L,)."""
-    sd_b = np.maximum(background.std(axis=0), 1e-9)  # (K,)
-    z = (background - background.mean(axis=0)) / sd_b  # (N, K)
-    kappa = float(np.quantile(z, 1.0 - alpha))
-    floor = float(np.quantile(background, FLOOR_QUANTILE))
-    return np.maximum(scores.mean(axis=0) + kappa * scores.std(axis=0), floor)  # (L,)
+def threshold_for(n: int) -> float:
+    """The score MAX_PRESENT labels, equally present in a picture, would each reach among n: sqrt((n − K) / K)."""
+    k = min(MAX_PRESENT, max(n - 1, 1))
+    return float(np.sqrt((n - k) / k))
 
 
-def labels_key(labels: Sequence[str]) -> str:
+def labels_key(sets: LabelSets, templates: Sequence[str]) -> str:
     """What a model's tags depend on besides the image: changing any of it re-tags every image."""
-    spec = {"rule": RULE, "alpha": ALPHA, "floor_quantile": FLOOR_QUANTILE, "centre_on_labels": CENTRE_ON_LABELS, "labels": list(labels), "templates": TEMPLATES, "background": BACKGROUND}
+    spec = {
+        "rule": RULE, "max_present": MAX_PRESENT, "centre_on_labels": CENTRE_ON_LABELS, "sets": [list(s) for s in sets],
+        "templates": list(templates), "background": BACKGROUND,
+    }  # fmt: skip
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def tag_with_labels(catalog: Catalog, model: ModelRow, labels: Sequence[str], encode: TextEncodeFn, report: TagReport) -> None:
-    """Tag the model's new and changed images (every image, for a new label set) with `labels`."""
-    key = labels_key(labels)
-    report.model, report.labels = model.name, len(labels)
+def tag_with_labels(
+    catalog: Catalog, model: ModelRow, sets: LabelSets, encode: TextEncodeFn, report: TagReport,
+    templates: Sequence[str] = TEMPLATES,
+) -> None:  # fmt: skip
+    """Tag the model's new and changed images (every image, for new label sets or templates) with `sets`."""
+    key = labels_key(sets, templates)
+    labels = [label for s in sets for label in s]
+    report.model, report.labels, report.sets = model.name, len(set(labels)), len(sets)
     targets, report.unchanged = catalog.tag_targets(model.id, key)
     setting = f"tags.thresholds.{model.id}"
-    stored = json.loads(catalog.get_setting(setting) or "{}")
-    if not targets and stored.get("key") == key:
-        report.thresholds = dict(zip(labels, stored["thresholds"]))
+    report.calibrated = json.loads(catalog.get_setting(setting) or "{}").get("key") != key
+    thresholds = [threshold_for(len(s) if len(s) >= CENTRE_ON_LABELS else len(s) + len(BACKGROUND)) for s in sets]
+    report.thresholds = {label: t for s, t in zip(sets, thresholds) for label in s}
+    if report.calibrated:
+        catalog.set_setting(setting, json.dumps({"key": key, "thresholds": [report.thresholds[lab] for lab in labels]}))
+    if not targets:
         return
-    vectors, background = label_vectors(encode, labels), label_vectors(encode, BACKGROUND, ("{}",))
-    if stored.get("key") == key:
-        thresholds = np.asarray(stored["thresholds"], dtype=np.float32)
-    else:
-        _, every = catalog.vectors(model.id, IMAGE)  # (N, D): the library the thresholds fit
-        if len(every) == 0:
-            report.waiting = len(targets)
-            return
-        thresholds = calibrate(*relative_scores(every, vectors, background))
-        catalog.set_setting(setting, json.dumps({"key": key, "thresholds": [float(t) for t in thresholds]}))
-        report.calibrated = True
-    report.thresholds = dict(zip(labels, (float(t) for t in thresholds)))
+    background = label_vectors(encode, BACKGROUND, ("{}",))
+    vectors = [label_vectors(encode, s, templates) for s in sets]
     for start in range(0, len(targets), BATCH):
         chunk = targets[start : start + BATCH]
         ids, vecs = catalog.vectors(model.id, IMAGE, [t.id for t in chunk])
@@ -159,11 +192,12 @@ def tag_with_labels(catalog: Catalog, model: ModelRow, labels: Sequence[str], en
         report.waiting += len(chunk) - len(ids)
         if not len(ids):
             continue
-        scores, _ = relative_scores(vecs, vectors, background)  # (B, L)
-        batch = [
-            ItemTags(by_id[int(i)], tuple((labels[int(j)], float(row[j])) for j in np.flatnonzero(row > thresholds)))
-            for i, row in zip(ids, scores)
-        ]  # fmt: skip
+        tags: dict[int, list[tuple[str, float]]] = {int(i): [] for i in ids}
+        for names, label_vecs in zip(sets, vectors):
+            scores, threshold = set_scores(vecs, label_vecs, background)  # (B, L)
+            for row, j in zip(*np.nonzero(scores >= threshold)):
+                tags[int(ids[row])].append((names[int(j)], float(scores[row, j])))
+        batch = [ItemTags(by_id[i], tuple(dict(found).items())) for i, found in tags.items()]
         report.tags += catalog.write_tags(model.id, key, batch)
         report.tagged += len(batch)
 
@@ -188,6 +222,6 @@ def folder_names(target: TagTarget, roots: Sequence[str]) -> list[str]:
 
 
 __all__ = [
-    "ALPHA", "BACKGROUND", "STARTER_LABELS", "TEMPLATES", "TagReport", "calibrate", "label_vectors", "read_labels",
-    "relative_scores", "tag_folders", "tag_with_labels",
+    "BACKGROUND", "MAX_PRESENT", "STARTER_LABELS", "TEMPLATES", "LabelSets", "TagReport", "as_label_sets", "label_vectors",
+    "read_label_sets", "read_labels", "set_scores", "tag_folders", "tag_with_labels", "templates_for", "threshold_for",
 ]

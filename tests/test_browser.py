@@ -354,6 +354,17 @@ def test_tag_chips_filter_by_their_tag_and_camera_and_gps_filters_narrow(tab: Ta
     assert tab.errors == []
 
 
+def test_tag_filter_suggests_the_librarys_tags_from_the_tags_endpoint(tab: Tab, server: Server) -> None:
+    page = tab.page
+    listed = server.api.get("/api/v1/tags").json()["tags"]
+    assert len(listed) > 2  # the folder tags: years and themes
+    page.wait_for_function(f"() => document.querySelectorAll('#tag-list option').length === {len(listed)}")
+    options = page.eval_on_selector_all("#tag-list option", "os => os.map(o => [o.value, o.label])")
+    assert options == [[t["label"], f"{t['label']} ({t['count']})"] for t in listed]
+    assert page.get_attribute("#tag", "list") == "tag-list"
+    assert tab.errors == []
+
+
 def test_texts_toggle_finds_the_texts_that_describe_a_photo(tab: Tab, server: Server) -> None:
     page = tab.page
     page.click("#mode-texts")

@@ -163,6 +163,7 @@ def test_item_metadata_has_path_date_camera_and_size(served: tuple[Library, Path
     assert r.json() == {
         "id": anchor, "kind": "image", "path": str(photo), "text": None, "width": 160, "height": 120,
         "taken_at": taken, "camera": "Canon EOS R6", "size": photo.stat().st_size,
+        "lens": None, "focal_mm": None, "iso": None, "lat": None, "lon": None, "tags": [],  # tests/test_tags_http.py
         "thumbnail_url": f"/api/v1/items/{anchor}/thumbnail", "image_url": f"/api/v1/items/{anchor}/image",
     }
     assert taken is not None and taken.startswith("2021-06-02T10:00:00")
@@ -303,7 +304,7 @@ def test_openapi_schema_documents_every_route(served: tuple[Library, Path, TestC
         "/api/v1/duplicates",
         "/api/v1/items/{item_id}", "/api/v1/items/{item_id}/image", "/api/v1/items/{item_id}/similar",
         "/api/v1/items/{item_id}/thumbnail", "/api/v1/saved-models", "/api/v1/saved-models/{name}/chart",
-        "/api/v1/search", "/api/v1/search/image", "/api/v1/status",
+        "/api/v1/search", "/api/v1/search/image", "/api/v1/status", "/api/v1/tags",
     ]
     search = schema["paths"]["/api/v1/search"]["get"]
     assert sorted(p["name"] for p in search["parameters"]) == [

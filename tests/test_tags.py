@@ -15,13 +15,16 @@ from cli.app import app
 from conftest import TINY, make_photo
 from indexer.encode import encode_texts
 from indexer.filters import SearchFilter
+from indexer import model_store
 from retrieval import tagging
 from retrieval.demo import world
 from retrieval.library import Library
 from retrieval.search import ImageResult
 from serverkit import client_for
 
-LABELS = [*world.COLOURS, *world.BASE.shapes]
+COLOURS, SHAPES = list(world.COLOURS), list(world.BASE.shapes)
+SETS = [COLOURS, SHAPES]  # two sets of alternatives, as a label file's [colours] and [shapes] sections
+LABELS = [*COLOURS, *SHAPES]
 SEED = 1515
 
 
@@ -43,7 +46,7 @@ def tagged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Library, 
         mp.setenv("CLIPDEX_NO_EXPORT", "1")  # labels encoded by torch, as reference_scores does
         lib = Library.open(folder / "lib")
         lib.index([folder / "photos"], model=TINY)
-        report = lib.tag(LABELS, folder_tags=True)
+        report = lib.tag(SETS, folder_tags=True)
         yield lib, scenes, report
         lib.close()
 
@@ -59,35 +62,38 @@ def reference_scores(lib: Library, ids: list[int]) -> tuple[np.ndarray, np.ndarr
     model = lib.active_model()
     assert model is not None
     encoder = lib.encoder(TINY)
-    prompts = encode_texts(encoder, [t.format(lab) for lab in LABELS for t in tagging.TEMPLATES])
-    labels = prompts.reshape(len(LABELS), len(tagging.TEMPLATES), -1).mean(axis=1)
-    labels /= np.linalg.norm(labels, axis=1, keepdims=True)  # (L, D)
+    templates = json.loads((model_store.BUILTIN_DIR / "clipdex-tiny.json").read_text())["prompt_templates"]
     background = encode_texts(encoder, list(tagging.BACKGROUND))  # (K, D), one prompt each
-    all_ids, every = lib.catalog.vectors(model.id, "image")
-    assert len(LABELS) >= tagging.CENTRE_ON_LABELS  # centred on the labels alone
-    s_all, b_all = every @ labels.T, every @ background.T
-    base = s_all.mean(axis=1, keepdims=True)
-    rel, rel_b = s_all - base, b_all - base
-    z = (rel_b - rel_b.mean(axis=0)) / rel_b.std(axis=0)
-    own = rel.mean(axis=0) + np.quantile(z, 1 - tagging.ALPHA) * rel.std(axis=0)
-    thresholds = np.maximum(own, np.quantile(rel_b, tagging.FLOOR_QUANTILE))
-    row = {int(i): n for n, i in enumerate(all_ids)}
-    return rel[[row[i] for i in ids]], thresholds
+    got, vecs = lib.catalog.vectors(model.id, "image", ids)
+    row = {int(i): n for n, i in enumerate(got)}
+    vecs = vecs[[row[i] for i in ids]]  # (N, D) in the order of ids
+    scores, thresholds = [], []
+    for labels in SETS:
+        prompts = encode_texts(encoder, [t.format(lab) for lab in labels for t in templates])
+        vectors = prompts.reshape(len(labels), len(templates), -1).mean(axis=1)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # (L, D)
+        s = vecs @ vectors.T
+        # the colours (6) are their own reference; the shapes (4, fewer than 5) are compared with the background too
+        reference = s if len(labels) >= 5 else np.concatenate([s, vecs @ background.T], axis=1)
+        scores.append((s - reference.mean(axis=1, keepdims=True)) / reference.std(axis=1, keepdims=True))
+        n = reference.shape[1]
+        thresholds += [np.sqrt((n - 3) / 3)] * len(labels)  # K = 3 labels equally present
+    return np.concatenate(scores, axis=1), np.array(thresholds)
 
 
-def test_tags_are_the_labels_above_thresholds_calibrated_by_the_documented_rule(tagged) -> None:  # type: ignore[no-untyped-def]
+def test_tags_are_the_labels_above_thresholds_of_the_documented_rule(tagged) -> None:  # type: ignore[no-untyped-def]
     lib, scenes, report = tagged
     ids = ids_by_scene(lib, len(scenes))
     scores, thresholds = reference_scores(lib, ids)
-    assert (report.calibrated, report.tagged, report.unchanged, report.waiting) == (True, 120, 0, 0)
-    # The library's encoder runs in bf16 where the CPU has it: about 1e-3 of noise between two encodings.
-    np.testing.assert_allclose([report.thresholds[lab] for lab in LABELS], thresholds, atol=2e-3)
+    assert (report.calibrated, report.tagged, report.unchanged, report.waiting, report.sets) == (True, 120, 0, 0, 2)
+    assert report.thresholds == {**{c: 1.0 for c in COLOURS}, **{s: pytest.approx(np.sqrt(31 / 3)) for s in SHAPES}}
+    np.testing.assert_allclose([report.thresholds[lab] for lab in LABELS], thresholds)
     expected = {
-        i: sorted([LABELS[j] for j in np.flatnonzero(row > thresholds)] + (["even"] if n % 2 == 0 else []))
+        i: sorted([LABELS[j] for j in np.flatnonzero(row >= thresholds)] + (["even"] if n % 2 == 0 else []))
         for n, (i, row) in enumerate(zip(ids, scores))
     }
     margin = np.abs(scores - thresholds).min(axis=1)
-    clear = [i for i, m in zip(ids, margin) if m > 5e-3]  # leave out scores within that noise of a threshold
+    clear = [i for i, m in zip(ids, margin) if m > 0.02]  # leave out scores within the encoders' noise of a threshold
     assert len(clear) > 80
     got = lib.catalog.tags_of(ids)
     assert {i: got.get(i, []) for i in clear} == {i: expected[i] for i in clear}
@@ -95,22 +101,25 @@ def test_tags_are_the_labels_above_thresholds_calibrated_by_the_documented_rule(
     assert (report.folder_tagged, sum("even" in v for v in got.values())) == (120, 60)
 
 
-def test_colour_tags_are_precise_on_the_synthetic_world(tagged) -> None:  # type: ignore[no-untyped-def]
-    """Colours: precision at least 0.9 (pooled over the six), far above a permuted control."""
+def test_colour_tags_are_precise_and_find_most_colours_on_the_synthetic_world(tagged) -> None:  # type: ignore[no-untyped-def]
+    """Colours, pooled over the six: precision at least 0.9 and recall at least 0.8 (the issue's targets; one
+    or two colours miss one of them on their own here), far above a permuted control."""
     lib, scenes, _ = tagged
     ids = ids_by_scene(lib, len(scenes))
     got = lib.catalog.tags_of(ids)
     pred = np.array([[lab in got.get(i, []) for lab in LABELS] for i in ids])
     truth = truth_of(scenes)
-    colours = slice(0, len(world.COLOURS))
-    precision = (pred & truth)[:, colours].sum() / pred[:, colours].sum()
+    colours = slice(0, len(COLOURS))
+    tp = (pred & truth)[:, colours].sum()
+    precision, recall = tp / pred[:, colours].sum(), tp / truth[:, colours].sum()
     control = truth[np.random.default_rng(0).permutation(len(scenes))]
     chance = (pred & control)[:, colours].sum() / pred[:, colours].sum()
-    assert precision >= 0.9 and chance < 0.35, (precision, chance)
+    assert precision >= 0.9 and recall >= 0.8 and chance < 0.35, (precision, recall, chance)
 
 
-@pytest.mark.xfail(strict=True, reason="clipdex-tiny barely tells shapes apart (benchmarks/tags.py: best recall at "
-                   "P>=0.9 is about 0 for every shape at any threshold), and colours miss recall 0.8")
+@pytest.mark.xfail(strict=True, reason="clipdex-tiny's image vectors hold almost nothing of the shapes (benchmarks/tags.py: "
+                   "a supervised linear probe reaches recall ~0 at P>=0.9 for every shape), so no prompt can tag them; "
+                   "and one or two colours miss a target on their own")
 def test_issue_targets_precision_09_recall_08_for_every_label(tagged) -> None:  # type: ignore[no-untyped-def]
     lib, scenes, _ = tagged
     ids = ids_by_scene(lib, len(scenes))
@@ -150,28 +159,30 @@ def test_re_tagging_touches_only_new_and_changed_photos_or_all_for_new_labels(tm
     photos = tmp_path / "photos"
     world.write_world(photos, scenes[:30])
     labels_file = tmp_path / "labels.txt"
-    labels_file.write_text("# the world's colours and shapes\n" + "\n".join(LABELS) + "\n\n")
+    labels_file.write_text("# the world's colours and shapes\n[colours]\n" + "\n".join(COLOURS) + "\n\n[shapes]\n"
+                           + "\n".join(SHAPES) + "\n")  # fmt: skip
     home = tmp_path / "lib"
     with Library.open(home) as lib:
         lib.index([photos], model=TINY)
     out = CliRunner().invoke(app, ["tag", "--labels", str(labels_file), "--library", str(home), "--json"])
     assert out.exit_code == 0, out.output
     first = json.loads(out.stdout)
-    assert (first["model"], first["labels"], first["calibrated"], first["tagged"], first["unchanged"]) == (
-        "clipdex-tiny", 10, True, 30, 0)  # fmt: skip
+    assert (first["model"], first["labels"], first["sets"], first["calibrated"], first["tagged"], first["unchanged"]) == (
+        "clipdex-tiny", 10, 2, True, 30, 0)  # fmt: skip
     with Library.open(home) as lib:
-        report = lib.tag(LABELS)
+        report = lib.tag(SETS)
         assert (report.tagged, report.unchanged, report.calibrated) == (0, 30, False)
 
         world.write_world(photos, scenes, name="more.csv")  # six new pictures; the first thirty rewritten identically
         shutil.copy(photos / "scene00033.png", photos / "scene00003.png")  # one changed
         lib.index()
-        again = lib.tag(LABELS)
+        again = lib.tag(SETS)
         assert (again.calibrated, again.tagged, again.unchanged) == (False, 7, 29)
         assert again.to_dict()["thresholds"] == first["thresholds"]
 
-        changed = lib.tag(LABELS[:-1])  # a new label set: every photo again, new thresholds
-        assert (changed.calibrated, changed.tagged, changed.unchanged, changed.labels) == (True, 36, 0, 9)
+        changed = lib.tag(LABELS[:-1])  # one new set of nine: every photo again, new thresholds
+        assert (changed.calibrated, changed.tagged, changed.unchanged, changed.labels, changed.sets) == (True, 36, 0, 9, 1)
+        assert list(changed.thresholds.values()) == [pytest.approx(np.sqrt(2))] * 9  # among 9, K = 3: sqrt(6 / 3)
         assert "cross" not in lib.tags()
 
 
@@ -196,4 +207,9 @@ def test_folder_tags_are_the_folders_below_the_root(tmp_path: Path) -> None:
 
 def test_read_labels_skips_blanks_comments_and_repeats() -> None:
     assert tagging.read_labels("beach\n\n# a comment\n  dog \nbeach\n") == ["beach", "dog"]
+    text = "# scenes\nbeach\nforest\n[animals]\ndog\n cat\ndog\n[empty]\n\n[ colours ]\nred\nbeach\n"
+    assert tagging.read_label_sets(text) == [["beach", "forest"], ["dog", "cat"], ["red", "beach"]]
+    assert tagging.read_labels(text) == ["beach", "forest", "dog", "cat", "red"]
+    assert tagging.as_label_sets(["a", "b", "a"]) == [["a", "b"]] and tagging.as_label_sets([["a"], [], ["b"]]) == [["a"], ["b"]]
+    assert [tagging.threshold_for(n) for n in (4, 6, 34)] == [pytest.approx(np.sqrt(1 / 3)), 1.0, pytest.approx(np.sqrt(31 / 3))]
     assert len(tagging.STARTER_LABELS) == len(set(tagging.STARTER_LABELS)) >= 30

@@ -106,6 +106,8 @@ def _card(
         "hyperparameters": {**asdict(config), "max_steps": args.steps},
         "training": {"pairs_per_s": round(rate, 1), "seconds": round(seconds, 1)},
         "held_out": {name: m.to_dict() for name, m in metrics.items()},
+        # zero-shot tags (retrieval.tagging): prompts in the shape of the world's captions, every size and background
+        "prompt_templates": [f"a {size} {{}} on a {bg} background" for size in world.SIZES for bg in world.BACKGROUNDS],
     }
 
 

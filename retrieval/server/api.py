@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from retrieval.server.errors import QueryStringTooLong
 from retrieval.server.saved_models import saved_models_router
-from retrieval.server.schemas import ERRORS, DuplicateOptions, Item, SearchOptions, SearchResponse
+from retrieval.server.schemas import ERRORS, DuplicateOptions, Item, SearchOptions, SearchResponse, TagList
 from retrieval.server.service import API, SearchService
 
 MAX_QUERY_STRING_BYTES = 32 * 1024  # as sent, percent-encoded; 16 terms of 300 characters fit
@@ -51,9 +51,20 @@ def api_router(service: SearchService) -> APIRouter:
         return _results(lambda: service.similar(item_id, options))
 
     @router.get("/items/{item_id:int}", response_model=Item)
-    def item(item_id: int) -> dict[str, object]:
-        """An item's metadata: path, date, camera, size, and its URLs."""
-        return service.item(item_id)
+    def item(
+        item_id: int,
+        gps: Annotated[bool, Query(description="Return the photo's position (`lat`, `lon`); without it they are null.")] = False,
+    ) -> dict[str, object]:
+        """An item's metadata: path, date, camera, lens, focal length, ISO, size, tags, and its URLs."""
+        return service.item(item_id, gps=gps)
+
+    # Tags (issue 15): the labels of `clipdex tag` and folder tags, with their counts.
+    @router.get("/tags", response_model=TagList, tags=["library"])
+    def tags(
+        model: Annotated[str | None, Query(description="A model this library indexed with (default: the server's).")] = None,
+    ) -> dict[str, object]:
+        """Every tag of a model (tags are stored per model) and every folder tag, with the photos holding it."""
+        return service.tags(model)
 
     @router.get("/items/{item_id:int}/thumbnail", response_class=Response)
     def thumbnail(item_id: int, request: Request) -> Response:

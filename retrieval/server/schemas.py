@@ -96,8 +96,24 @@ class Item(BaseModel):
     taken_at: str | None
     camera: str | None
     size: int | None = Field(description="File size in bytes.")
+    lens: str | None = Field(default=None, description="Lens make and model from EXIF.")
+    focal_mm: float | None = Field(default=None, description="Focal length in mm from EXIF.")
+    iso: int | None = Field(default=None, description="ISO speed from EXIF.")
+    lat: float | None = Field(default=None, description="Latitude in degrees (south negative); null unless `gps=true`.")
+    lon: float | None = Field(default=None, description="Longitude in degrees (west negative); null unless `gps=true`.")
+    tags: list[str] = Field(default=[], description="Tags of the server's model (`clipdex tag`) and folder tags.")
     thumbnail_url: str | None
     image_url: str | None
+
+
+class TagCount(BaseModel):
+    label: str
+    count: int = Field(description="Photos with this tag.")
+
+
+class TagList(BaseModel):
+    model: str | None = Field(description="The model whose tags these are (folder tags are every model's).")
+    tags: list[TagCount] = Field(description="Most used first, then by label.")
 
 
 class DuplicateOptions(BaseModel):

@@ -15,6 +15,7 @@ import threading
 
 from indexer.items import IMAGE, INDEXED, ItemRow
 from indexer.errors import NoVectors
+from indexer.model_spec import ModelSpec
 from retrieval.duplicates import DuplicateConfig
 from retrieval.library import Library
 from retrieval.query import check_term_limits, parse_term
@@ -95,16 +96,34 @@ class SearchService:
             self._row(item_id)  # 404 for any id the library does not hold, however large
         return self.search(f"item:{item_id}", options)
 
-    def item(self, item_id: int) -> dict[str, object]:
+    def item(self, item_id: int, gps: bool = False) -> dict[str, object]:
+        """An item's metadata, its tags (the server's model's and its folders') and URLs; its position only with `gps`."""
         with self._lock:
             row = self._row(item_id)
-        is_image = row.kind == IMAGE
+            is_image = row.kind == IMAGE
+            try:
+                tags = self.library.item_tags(row.id, self.settings.model) if is_image else []
+            except NoVectors:  # the server's model has not indexed this library (yet): no model tags
+                tags = []
         return {
             "id": row.id, "kind": row.kind, "path": row.path, "text": row.text, "width": row.width,
             "height": row.height, "taken_at": iso_time(row.taken_at), "camera": row.camera, "size": row.size,
+            "lens": row.lens, "focal_mm": row.focal_mm, "iso": row.iso,
+            "lat": row.lat if gps else None, "lon": row.lon if gps else None, "tags": tags,
             "thumbnail_url": thumbnail_url(row.id) if is_image else None,
             "image_url": image_url(row.id) if is_image else None,
         }
+
+    def tags(self, model: str | None = None) -> dict[str, object]:
+        """`{"model", "tags": [{"label", "count"}]}`: photos per tag of a model the library holds (default: the
+        server's) and of the folders, most used first; raises NoVectors for a model without vectors here."""
+        spec = ModelSpec.parse(model) if model else self.settings.model
+        with self._lock:
+            counts = self.library.tags(spec)
+            active = self.library.active_model()
+        name = spec.label if spec is not None else (active.name if active is not None else None)
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {"model": name, "tags": [{"label": label, "count": n} for label, n in ordered]}
 
     def image(self, item_id: int) -> ImageFile:
         """The verified bytes of an indexed image item's file; ItemNotFound otherwise."""

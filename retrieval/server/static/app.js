@@ -342,6 +342,21 @@ function bindEvents() {
   }, { rootMargin: "800px 0px" }).observe($("sentinel"));
 }
 
+async function loadTags() {  // the Tag filter suggests the library's tags (GET /tags: the server's model's and folders')
+  try {
+    const body = await api("/tags");
+    $("tag-list").replaceChildren(...body.tags.map((t) => {
+      const opt = el("option");
+      opt.value = t.label;
+      opt.label = `${t.label} (${t.count})`;
+      return opt;
+    }));
+  } catch (e) { /* an empty library has no tags to suggest; searching still works */ }
+}
+
 bindEvents();
-loadStatus().then(() => updateFilterControls());
 restoreFromUrl();
+
+loadStatus().then(() => updateFilterControls());
+loadTags();
+
