@@ -8,8 +8,10 @@ for a photo), and returns the results as the CLI's `--json` dicts. It returns No
 the caller searches locally, whenever the server cannot give the same answer for sure:
 no live record, another catalog, a server with its own --model, a token the caller lacks,
 a query the API does not take (image paths among the added terms, a weighted photo),
-no connection within CONNECT_TIMEOUT_S, no answer within ANSWER_TIMEOUT_S, or any answer
-but 200 (a bad query is then reported by the local path, in the CLI's own words).
+no connection within CONNECT_TIMEOUT_S, no answer within ANSWER_TIMEOUT_S, any answer
+but 200 (a bad query is then reported by the local path, in the CLI's own words), or an
+answer that does not name the record's catalog in X-Clipdex-Catalog (the pid in the
+record was reused and something else listens on the port).
 
 Standard library only, plus the cheap query parser: this runs before numpy, SQLAlchemy
 or FAISS are imported, and a delegated search never imports them.
@@ -27,7 +29,7 @@ from urllib.parse import urlencode, urlsplit
 
 from indexer.errors import QueryError
 from retrieval.query import parse_term
-from retrieval.server_record import ServerRecord, live_record
+from retrieval.server_record import CATALOG_HEADER, ServerRecord, live_record
 
 CONNECT_TIMEOUT_S = 0.3  # a server on this machine accepts at once, or is not there
 ANSWER_TIMEOUT_S = 3.0  # a warm text search takes tens of ms; past this, a local search is the better bet
@@ -78,12 +80,12 @@ def search_on_server(home: Path, request: SearchRequest) -> list[dict[str, objec
     try:
         if photo is None:
             target = f"{API}/search?" + urlencode([("q", request.query), *request.options()])
-            status, body = _send(record, "GET", target, token, None, {})
+            status, catalog, body = _send(record, "GET", target, token, None, {})
         else:
             form, content_type = _multipart(request.options(), photo)
-            status, body = _send(record, "POST", f"{API}/search/image", token, form, {"Content-Type": content_type})
-        if status != 200:
-            return None
+            status, catalog, body = _send(record, "POST", f"{API}/search/image", token, form, {"Content-Type": content_type})
+        if status != 200 or catalog != record.catalog_id:
+            return None  # (another catalog: whatever listens there now is not the server the record names)
         results = json.loads(body)["results"]
     except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
         return None
@@ -114,7 +116,8 @@ def _photo(request: SearchRequest) -> tuple[bool, bytes | None]:
 
 def _send(
     record: ServerRecord, method: str, target: str, token: str | None, body: bytes | None, headers: dict[str, str]
-) -> tuple[int, bytes]:
+) -> tuple[int, str | None, bytes]:
+    """(status, the catalog the answer names, body)."""
     url = urlsplit(record.url)
     if url.scheme != "http" or url.hostname is None or url.port is None:
         raise ValueError(f"not a server address: {record.url}")
@@ -127,7 +130,7 @@ def _send(
             headers = {**headers, "Authorization": f"Bearer {token}"}
         conn.request(method, target, body=body, headers={**headers, "Accept": "application/json"})
         answer = conn.getresponse()
-        return answer.status, answer.read()
+        return answer.status, answer.getheader(CATALOG_HEADER), answer.read()
     finally:
         conn.close()
 

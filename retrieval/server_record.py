@@ -21,6 +21,8 @@ from pathlib import Path
 FILENAME = "server.json"
 _VERSION = 1
 
+CATALOG_HEADER = "X-Clipdex-Catalog"  # a search answer names the catalog it searched: a reused pid or port is not this server
+
 
 @dataclass(frozen=True)
 class ServerRecord:

@@ -185,6 +185,45 @@ def test_stale_foreign_and_silent_servers_are_ignored(served: Served, trap: sock
         write_record(served.home, served.record)
 
 
+@pytest.mark.parametrize("catalog", [None, "0" * 32])
+def test_an_answer_from_another_catalog_is_not_used(
+    served: Served, monkeypatch: pytest.MonkeyPatch, catalog: str | None
+) -> None:
+    """The record's pid was reused and another program (or another library's server) holds its port."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+
+    class Impostor(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = json.dumps({"results": [{"id": 999, "path": "/not/yours.jpg", "score": 1.0}]}).encode()
+            self.send_response(200)
+            if catalog is not None:
+                self.send_header("X-Clipdex-Catalog", catalog)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    monkeypatch.setenv("CLIPDEX_HOME", str(served.home))
+    monkeypatch.setenv("CLIPDEX_TOKEN", TOKEN)
+    want = CliRunner().invoke(app, ["search", "item:2", "--top", "3", "--local"]).stdout
+    with http.server.HTTPServer(("127.0.0.1", 0), Impostor) as impostor:
+        threading.Thread(target=impostor.serve_forever, daemon=True).start()
+        try:
+            write_record(served.home, dataclasses.replace(served.record, url=f"http://127.0.0.1:{impostor.server_port}/", pid=os.getpid()))
+            result = CliRunner().invoke(app, ["search", "item:2", "--top", "3"])
+        finally:
+            write_record(served.home, served.record)
+            impostor.shutdown()
+    assert len(asked) == 1  # it was asked ...
+    assert (result.exit_code, result.stdout) == (0, want)  # ... and its answer not used
+
+
 def test_local_forces_the_local_path(served: Served, trap: socket.socket, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLIPDEX_HOME", str(served.home))
     monkeypatch.setenv("CLIPDEX_TOKEN", TOKEN)

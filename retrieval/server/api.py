@@ -12,6 +12,7 @@ from retrieval.server.errors import QueryStringTooLong
 from retrieval.server.saved_models import saved_models_router
 from retrieval.server.schemas import ERRORS, DuplicateOptions, Item, SearchOptions, SearchResponse, TagList
 from retrieval.server.service import API, SearchService
+from retrieval.server_record import CATALOG_HEADER
 
 MAX_QUERY_STRING_BYTES = 32 * 1024  # as sent, percent-encoded; 16 terms of 300 characters fit
 _THUMBNAIL_CACHE = "private, max-age=3600"
@@ -34,7 +35,7 @@ def api_router(service: SearchService) -> APIRouter:
         options: Annotated[SearchOptions, Query()],
     ) -> Response:
         """Photos (or, with texts=true, texts) matching a text query, with weighted add/sub terms."""
-        return _results(lambda: service.search(q, options))
+        return _results(service, lambda: service.search(q, options))
 
     @router.post("/search/image", response_model=SearchResponse)
     def search_image(
@@ -43,12 +44,12 @@ def api_router(service: SearchService) -> APIRouter:
     ) -> Response:
         """Photos like an uploaded one; with texts=true, the texts that best describe it."""
         data = file.file.read(service.settings.max_upload_bytes + 1)
-        return _results(lambda: service.search(None, options, image=data))
+        return _results(service, lambda: service.search(None, options, image=data))
 
     @router.get("/items/{item_id:int}/similar", response_model=SearchResponse)
     def similar(item_id: int, options: Annotated[SearchOptions, Query()]) -> Response:
         """More like this: photos like item `item_id` (with texts=true, the texts describing it)."""
-        return _results(lambda: service.similar(item_id, options))
+        return _results(service, lambda: service.similar(item_id, options))
 
     @router.get("/items/{item_id:int}", response_model=Item)
     def item(
@@ -103,10 +104,12 @@ def api_router(service: SearchService) -> APIRouter:
     return router
 
 
-def _results(search: Callable[[], list[dict[str, object]]]) -> JSONResponse:
+def _results(service: SearchService, search: Callable[[], list[dict[str, object]]]) -> JSONResponse:
     """`{"results": [...]}`, built from plain dicts (the schema documents it; re-validating each
-    result would only cost time), with the search's own duration in a Server-Timing header."""
+    result would only cost time), with the search's own duration in a Server-Timing header and
+    the catalog it searched in X-Clipdex-Catalog (`clipdex search` uses only answers from its own)."""
     start = time.perf_counter()
     results = search()
     ms = (time.perf_counter() - start) * 1000
-    return JSONResponse({"results": results}, headers={"Server-Timing": f"search;dur={ms:.1f}"})
+    headers = {"Server-Timing": f"search;dur={ms:.1f}", CATALOG_HEADER: service.library.catalog.catalog_id}
+    return JSONResponse({"results": results}, headers=headers)
