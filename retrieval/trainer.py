@@ -3,6 +3,13 @@
 Everything random is drawn from generators seeded by (seed, epoch), so a run
 resumed from its checkpoint takes the same batches, and ends with the same
 weights, as a run that was never interrupted.
+
+Rehearsal: given pairs of the base model's own domain, a share of every batch
+(`rehearse`) is drawn from them, so the contrastive loss keeps asking for what
+the base knew while the rest of the batch teaches the new pairs (experience
+replay, as in continual learning; for CLIP see e.g. ZSCL, Zheng et al., ICCV
+2023, which replays a reference set to keep zero-shot skill). Without it every
+rate that learnt a new domain forgot the base world (retention 1–52%).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ MIN_EVAL_STEPS = 10  # with eval_every 0: once per epoch, but never more often t
 PLAN_AFTER_STEPS = 5  # with a time budget, the schedule's length is planned from the pace of the first steps
 WARMUP_SHARE = 0.1  # warmup never takes more than this share of the planned steps
 STOPPED_BY = ("patience", "time budget", "step cap")
+REHEARSE_SHARE = 0.25  # the default share of each batch that rehearses base-domain pairs (benchmarks/finetune.py)
+REHEARSAL_SEED = 7919  # offsets the seed of the rehearsal batches from the new pairs' batches
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class TrainConfig:
     patience: int = 5  # validation runs without improvement before stopping; 0: never stop early
     time_budget_s: float | None = 600.0  # wall clock for training (the range test before it is not counted); None: no limit
     keep_base: float | None = 0.9  # mix in base weights (wise-ft α) until this share of base-domain R@1 is kept
+    rehearse: float = REHEARSE_SHARE  # share of each batch drawn from base-domain pairs, when there are any; 0: off
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (where bf16 training measured slower)
     checkpoint_every: int = 50  # steps between resumable checkpoints
 
@@ -75,6 +85,7 @@ class TrainConfig:
             (self.wise_ft is not None and not 0 <= self.wise_ft <= 1, "wise_ft", "between 0 and 1"),
             (self.time_budget_s is not None and self.time_budget_s <= 0, "time_budget_s", "positive"),
             (self.keep_base is not None and not 0 <= self.keep_base <= 1, "keep_base", "between 0 and 1"),
+            (not 0 <= self.rehearse < 1, "rehearse", "0 (off) or more, below 1"),
             (self.precision not in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
         ]
         for bad, name, rule in problems:
@@ -123,6 +134,51 @@ class _State:
     horizon: int = 0  # the steps the schedule runs over (0: not planned yet, the step cap is used)
 
 
+class Batches:
+    """Which pairs step n trains on: each new image once per epoch, plus, when rehearsing, a share from the base domain.
+
+    Pair numbers index the new pairs first, then the rehearsal pairs (see `tokens`).
+    """
+
+    def __init__(self, data: PairData, rehearsal: PairData | None, config: TrainConfig) -> None:
+        self.data, self.rehearsal, self.seed = data, rehearsal, config.seed
+        batch = min(config.batch_size, data.images + (rehearsal.images if rehearsal is not None else 0))
+        self.n_old = 0 if rehearsal is None else min(round(batch * config.rehearse), rehearsal.images, batch - 1)
+        self.n_new = min(batch - self.n_old, data.images)
+        self.per_epoch = max(1, data.images // self.n_new)
+        self._lists = pairs_by_image(data)
+        self._old_lists = pairs_by_image(rehearsal) if rehearsal is not None else []
+        self._orders: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def tokens(self, encoder: Encoder) -> torch.Tensor:
+        """(P + P_rehearsal, L) tokens of every caption, new pairs first."""
+        captions = list(self.data.captions) + (list(self.rehearsal.captions) if self.rehearsal is not None else [])
+        return encoder.tokenizer(captions).to(encoder.device)
+
+    def at(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """((B, H, W, 3) uint8 pixels, (B,) pair numbers) of step `step`."""
+        images, pairs = self._take("new", self.seed, self._lists, self.n_new, step)
+        pixels = self.data.pixels[images]
+        if self.rehearsal is not None and self.n_old > 0:
+            old, old_pairs = self._take("old", self.seed + REHEARSAL_SEED, self._old_lists, self.n_old, step)
+            pixels = np.concatenate([pixels, self.rehearsal.pixels[old]])
+            pairs = np.concatenate([pairs, old_pairs + self.data.pairs])
+        return pixels, pairs
+
+    def _take(self, which: str, seed: int, lists: list[np.ndarray], size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch, pos = divmod(step, max(1, len(lists) // size))
+        if (which, epoch) not in self._orders:
+            self._orders = {k: v for k, v in self._orders.items() if k[0] != which}
+            self._orders[(which, epoch)] = epoch_order(seed, epoch, lists)
+        order, pick = self._orders[(which, epoch)]
+        images = order[pos * size : (pos + 1) * size]
+        return images, pick[images]
+
+    def digest(self) -> str:
+        old = self.rehearsal.digest() if self.rehearsal is not None and self.n_old > 0 else ""
+        return self.data.digest() + (f"+{old}" if old else "")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
@@ -141,6 +197,7 @@ def train(
     model: torch.nn.Module | None = None,
     deadline: float | None = None,
     score_fn: ScoreFn | None = None,
+    rehearsal: PairData | None = None,
 ) -> TrainOutcome:
     """Train a copy of the encoder's model (or `model`) on `data`, validating on `val`.
 
@@ -149,8 +206,10 @@ def train(
     `patience` validations without improvement, at the step cap, or at the first
     step ending after `deadline` (time.monotonic(); default: `time_budget_s` from
     now), and returns the best validated weights. `score_fn` replaces validation
-    on `val` (tests use it to control the curve). `config.lr` must be a number
-    (`--lr auto` is resolved by retrieval.finetune). Raises CheckpointError.
+    on `val` (tests use it to control the curve). With `rehearsal` (base-domain
+    pairs) and `config.rehearse` > 0, that share of every batch comes from them.
+    `config.lr` must be a number (`--lr auto` is resolved by retrieval.finetune).
+    Raises CheckpointError.
     """
     config.check()
     if config.lr is None:
@@ -161,14 +220,15 @@ def train(
     torch.set_flush_denormal(True)
     try:
         score = score_fn or (lambda net: evaluate(encoder, val, model=net).score)
-        return _train(encoder, data, val, config, state_file, resume, progress, model, deadline, score)
+        batches = Batches(data, rehearsal if config.rehearse > 0 else None, config)
+        return _train(encoder, batches, val, config, state_file, resume, progress, model, deadline, score)
     finally:
         torch.set_flush_denormal(False)
 
 
 def _train(
     encoder: Encoder,
-    data: PairData,
+    batches: Batches,
     val: PairData,
     config: TrainConfig,
     state_file: Path | None,
@@ -180,31 +240,25 @@ def _train(
 ) -> TrainOutcome:
     net = copy.deepcopy(model if model is not None else encoder.model).float().to(encoder.device).train()
     optimizer = make_optimizer(net, config)
-    batch = min(config.batch_size, data.images)
-    per_epoch = max(1, data.images // batch)
+    per_epoch = batches.per_epoch
     total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
     eval_every = config.eval_every or max(per_epoch, MIN_EVAL_STEPS)
-    tokens = encoder.tokenizer(list(data.captions)).to(encoder.device)  # (P, L)
-    pair_lists = pairs_by_image(data)
+    tokens = batches.tokens(encoder)
     precision = resolve_precision(config.precision, encoder.device)
     state = _State()
     if resume and state_file is not None:
-        state = _load_state(state_file, net, optimizer, config, data, val)
-    orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        state = _load_state(state_file, net, optimizer, config, batches, val)
     stopped_by = "step cap"
     began, began_step = time.monotonic(), state.step
     while state.step < (state.horizon or total) and stopped_by == "step cap":
-        epoch, pos = divmod(state.step, per_epoch)
-        if epoch not in orders:
-            orders = {epoch: epoch_order(config.seed, epoch, pair_lists)}
-        order, pick = orders[epoch]
-        images = order[pos * batch : (pos + 1) * batch]
+        epoch = state.step // per_epoch
+        pixels, pairs = batches.at(state.step)
         started = time.perf_counter()
-        x = pixels_to_input(encoder, data.pixels[images])  # (B, 3, H, W)
+        x = pixels_to_input(encoder, pixels)  # (B, 3, H, W)
         rate = _lr(config, state.step, state.horizon or total)
-        loss = optimizer_step(net, optimizer, x, tokens[pick[images]], rate, config, precision)
+        loss = optimizer_step(net, optimizer, x, tokens[pairs], rate, config, precision)
         state.seconds += time.perf_counter() - started
-        state.pairs += len(images)
+        state.pairs += len(pairs)
         state.step += 1
         if not state.horizon and state.step - began_step >= PLAN_AFTER_STEPS:
             state.horizon = plan_steps(total, state.step, state.step - began_step, time.monotonic() - began, deadline)
@@ -220,7 +274,7 @@ def _train(
         if progress is not None:
             progress(TrainProgress(state.step, total, epoch, loss, state.pairs / max(state.seconds, 1e-9), score))
         if state_file is not None and state.step % config.checkpoint_every == 0 and state.step < total:
-            _save_state(state_file, net, optimizer, config, data, val, state)
+            _save_state(state_file, net, optimizer, config, batches, val, state)
     if state.best_weights is not None:
         net.load_state_dict(state.best_weights)
     merge_lora(net)
@@ -335,16 +389,17 @@ def epoch_order(seed: int, epoch: int, pair_lists: list[np.ndarray]) -> tuple[np
 # -- checkpoints -----------------------------------------------------------------------------
 
 
-def _fingerprint(config: TrainConfig, data: PairData, val: PairData) -> str:
+def _fingerprint(config: TrainConfig, batches: Batches, val: PairData) -> str:
     settings = {k: v for k, v in asdict(config).items() if k not in _RESUME_FREE}
-    return json.dumps({"config": settings, "train": data.digest(), "val": val.digest()}, sort_keys=True)
+    return json.dumps({"config": settings, "train": batches.digest(), "val": val.digest()}, sort_keys=True)
 
 
 def _save_state(
-    path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, data: PairData, val: PairData, state: _State
+    path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, batches: Batches, val: PairData,
+    state: _State,
 ) -> None:
     blob: dict[str, Any] = {
-        "run": _fingerprint(config, data, val),
+        "run": _fingerprint(config, batches, val),
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
         "best_weights": state.best_weights or {},
@@ -359,7 +414,7 @@ def _save_state(
 
 
 def _load_state(
-    path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, data: PairData, val: PairData
+    path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, config: TrainConfig, batches: Batches, val: PairData
 ) -> _State:
     if not path.exists():
         raise CannotResume(str(path), is_missing=True)
@@ -367,7 +422,7 @@ def _load_state(
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} cannot be read: {str(e).splitlines()[0]}") from None
-    if blob.get("run") != _fingerprint(config, data, val):
+    if blob.get("run") != _fingerprint(config, batches, val):
         raise CannotResume(str(path), is_missing=False)
     net.load_state_dict(blob["model"])
     opt.load_state_dict(blob["optimizer"])
