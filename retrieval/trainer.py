@@ -32,7 +32,10 @@ from retrieval.evaluate import evaluate
 from retrieval.finetune_errors import CannotResume, TrainingConfigError
 from retrieval.lora import add_lora, merge_lora
 from indexer.models import Encoder
+from retrieval.batches import Anchor, Anchored, Batches, epoch_order, pairs_by_image
 from retrieval.pair_data import PairData
+
+__all__ = ["Batches", "TrainConfig", "epoch_order", "make_optimizer", "optimizer_step", "pairs_by_image", "train"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _RESUME_FREE = ("epochs", "max_steps", "patience", "eval_every", "checkpoint_every", "wise_ft", "time_budget_s", "keep_base")
@@ -41,7 +44,7 @@ PLAN_AFTER_STEPS = 5  # with a time budget, the schedule's length is planned fro
 WARMUP_SHARE = 0.1  # warmup never takes more than this share of the planned steps
 STOPPED_BY = ("patience", "time budget", "step cap")
 REHEARSE_SHARE = 0.25  # the default share of each batch that rehearses base-domain pairs (benchmarks/finetune.py)
-REHEARSAL_SEED = 7919  # offsets the seed of the rehearsal batches from the new pairs' batches
+ANCHOR_WEIGHT = 10.0  # weight of the rehearsed pairs' pull towards the base's own embeddings (see Anchor)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class TrainConfig:
     time_budget_s: float | None = 600.0  # wall clock for training (the range test before it is not counted); None: no limit
     keep_base: float | None = 0.9  # mix in base weights (wise-ft α) until this share of base-domain R@1 is kept
     rehearse: float = REHEARSE_SHARE  # share of each batch drawn from base-domain pairs, when there are any; 0: off
+    anchor: float = ANCHOR_WEIGHT  # rehearsed pairs also keep the base's embeddings (cosine distance × this); 0: off
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (where bf16 training measured slower)
     checkpoint_every: int = 50  # steps between resumable checkpoints
 
@@ -86,6 +90,7 @@ class TrainConfig:
             (self.time_budget_s is not None and self.time_budget_s <= 0, "time_budget_s", "positive"),
             (self.keep_base is not None and not 0 <= self.keep_base <= 1, "keep_base", "between 0 and 1"),
             (not 0 <= self.rehearse < 1, "rehearse", "0 (off) or more, below 1"),
+            (self.anchor < 0, "anchor", "0 (off) or more"),
             (self.precision not in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
         ]
         for bad, name, rule in problems:
@@ -134,51 +139,6 @@ class _State:
     horizon: int = 0  # the steps the schedule runs over (0: not planned yet, the step cap is used)
 
 
-class Batches:
-    """Which pairs step n trains on: each new image once per epoch, plus, when rehearsing, a share from the base domain.
-
-    Pair numbers index the new pairs first, then the rehearsal pairs (see `tokens`).
-    """
-
-    def __init__(self, data: PairData, rehearsal: PairData | None, config: TrainConfig) -> None:
-        self.data, self.rehearsal, self.seed = data, rehearsal, config.seed
-        batch = min(config.batch_size, data.images + (rehearsal.images if rehearsal is not None else 0))
-        self.n_old = 0 if rehearsal is None else min(round(batch * config.rehearse), rehearsal.images, batch - 1)
-        self.n_new = min(batch - self.n_old, data.images)
-        self.per_epoch = max(1, data.images // self.n_new)
-        self._lists = pairs_by_image(data)
-        self._old_lists = pairs_by_image(rehearsal) if rehearsal is not None else []
-        self._orders: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def tokens(self, encoder: Encoder) -> torch.Tensor:
-        """(P + P_rehearsal, L) tokens of every caption, new pairs first."""
-        captions = list(self.data.captions) + (list(self.rehearsal.captions) if self.rehearsal is not None else [])
-        return encoder.tokenizer(captions).to(encoder.device)
-
-    def at(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """((B, H, W, 3) uint8 pixels, (B,) pair numbers) of step `step`."""
-        images, pairs = self._take("new", self.seed, self._lists, self.n_new, step)
-        pixels = self.data.pixels[images]
-        if self.rehearsal is not None and self.n_old > 0:
-            old, old_pairs = self._take("old", self.seed + REHEARSAL_SEED, self._old_lists, self.n_old, step)
-            pixels = np.concatenate([pixels, self.rehearsal.pixels[old]])
-            pairs = np.concatenate([pairs, old_pairs + self.data.pairs])
-        return pixels, pairs
-
-    def _take(self, which: str, seed: int, lists: list[np.ndarray], size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        epoch, pos = divmod(step, max(1, len(lists) // size))
-        if (which, epoch) not in self._orders:
-            self._orders = {k: v for k, v in self._orders.items() if k[0] != which}
-            self._orders[(which, epoch)] = epoch_order(seed, epoch, lists)
-        order, pick = self._orders[(which, epoch)]
-        images = order[pos * size : (pos + 1) * size]
-        return images, pick[images]
-
-    def digest(self) -> str:
-        old = self.rehearsal.digest() if self.rehearsal is not None and self.n_old > 0 else ""
-        return self.data.digest() + (f"+{old}" if old else "")
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
@@ -220,7 +180,7 @@ def train(
     torch.set_flush_denormal(True)
     try:
         score = score_fn or (lambda net: evaluate(encoder, val, model=net).score)
-        batches = Batches(data, rehearsal if config.rehearse > 0 else None, config)
+        batches = Batches(data, rehearsal if config.rehearse > 0 else None, config.batch_size, config.rehearse, config.seed)
         return _train(encoder, batches, val, config, state_file, resume, progress, model, deadline, score)
     finally:
         torch.set_flush_denormal(False)
@@ -244,6 +204,7 @@ def _train(
     total = config.epochs * per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * per_epoch)
     eval_every = config.eval_every or max(per_epoch, MIN_EVAL_STEPS)
     tokens = batches.tokens(encoder)
+    anchor = Anchor.of_base(encoder, batches, config.anchor) if batches.n_old and config.anchor > 0 else None
     precision = resolve_precision(config.precision, encoder.device)
     state = _State()
     if resume and state_file is not None:
@@ -256,7 +217,8 @@ def _train(
         started = time.perf_counter()
         x = pixels_to_input(encoder, pixels)  # (B, 3, H, W)
         rate = _lr(config, state.step, state.horizon or total)
-        loss = optimizer_step(net, optimizer, x, tokens[pairs], rate, config, precision)
+        loss = optimizer_step(net, optimizer, x, tokens[pairs], rate, config, precision,
+                              anchor.at(x, tokens, pairs) if anchor is not None else None)  # fmt: skip
         state.seconds += time.perf_counter() - started
         state.pairs += len(pairs)
         state.step += 1
@@ -288,13 +250,15 @@ def _train(
 
 def optimizer_step(
     net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, tokens: torch.Tensor,
-    lr: float, config: TrainConfig, precision: str,
+    lr: float, config: TrainConfig, precision: str, anchored: Anchored | None = None,
 ) -> float:  # fmt: skip
-    """One optimizer step on a batch at rate `lr`; return its loss."""
+    """One optimizer step on a batch at rate `lr` (plus the anchor's pull on rehearsed pairs); return its loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     loss = train_step(net, x, tokens, config.accum_steps, precision, config.lock_image, config.lock_text)
+    if anchored is not None:
+        loss += anchored.backward(net, precision, config.lock_image, config.lock_text)
     optimizer.step()
     with torch.no_grad():
         net.logit_scale.clamp_(0, MAX_LOGIT_SCALE)  # type: ignore[operator]
@@ -369,21 +333,6 @@ def _lr(config: TrainConfig, step: int, total: int) -> float:
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * peak * (1 + math.cos(math.pi * progress))
-
-
-def pairs_by_image(data: PairData) -> list[np.ndarray]:
-    lists: list[list[int]] = [[] for _ in range(data.images)]
-    for p, i in enumerate(data.image_of.tolist()):
-        lists[i].append(p)
-    return [np.array(ps, dtype=np.int64) for ps in lists]
-
-
-def epoch_order(seed: int, epoch: int, pair_lists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(image order, one caption per image): each image once per epoch, with one of its captions."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(pair_lists))
-    pick = np.array([ps[rng.integers(len(ps))] for ps in pair_lists], dtype=np.int64)
-    return order, pick
 
 
 # -- checkpoints -----------------------------------------------------------------------------

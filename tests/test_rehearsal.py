@@ -37,7 +37,7 @@ def test_each_batch_takes_its_share_from_the_base_domain_and_every_new_image_onc
     new_and_old: tuple[PairData, PairData],
 ) -> None:
     new, old = new_and_old
-    batches = Batches(new, old, TrainConfig(batch_size=8, rehearse=0.25))
+    batches = Batches(new, old, 8, 0.25, 0)
     assert (batches.n_new, batches.n_old, batches.per_epoch) == (6, 2, 3)  # 18 new images / 6 a step
     new_seen: list[int] = []
     old_seen: list[int] = []
@@ -53,8 +53,8 @@ def test_each_batch_takes_its_share_from_the_base_domain_and_every_new_image_onc
             old_seen.append(int(old.image_of[p]))
     assert sorted(new_seen) == list(range(18))  # an epoch of the new pairs
     assert len(set(old_seen)) == 6  # 10 base images, 5 steps to see them all: no repeats inside that
-    assert np.array_equal(batches.at(1)[1], Batches(new, old, TrainConfig(batch_size=8, rehearse=0.25)).at(1)[1])
-    plain = Batches(new, None, TrainConfig(batch_size=8, rehearse=0.25))
+    assert np.array_equal(batches.at(1)[1], Batches(new, old, 8, 0.25, 0).at(1)[1])
+    plain = Batches(new, None, 8, 0.25, 0)
     assert (plain.n_new, plain.n_old, plain.per_epoch) == (8, 0, 2) and (plain.at(0)[1] < new.pairs).all()
 
 
