@@ -15,7 +15,7 @@ Times are wall clock on whatever machine runs it; on a shared machine they vary.
 A budget only proves something if it holds enough steps to get past the warmup and
 learn: the script first times a few steps and, with `--budget auto`, gives each run
 the time of STEPS_WANTED steps at that pace, once, as a step budget (`--max-steps`)
-with the time budget left as a backstop at twice that time: on a shared machine
+with the time budget left as a backstop at BACKSTOP times that: on a shared machine
 whose load swings 1 to 18, a budget in seconds gave one run 67 steps and the next
 201, and that noise alone exceeded the 0.05 target. Every run has the same budget.
 Each setting runs with `--seeds` training seeds (batches, range test), interleaved
@@ -59,6 +59,7 @@ TARGET = 0.05  # the defaults must come within this much R@1 of the best grid se
 BASE_CEILING = 0.1  # a domain proves something only if the base model scores at most this
 STEPS_WANTED = 250  # --budget auto: the time of this many steps at the measured pace
 BUDGET_RANGE = (20.0, 60.0)
+BACKSTOP = 4  # with --budget auto, the time budget is this many times the step budget's time: a backstop only
 
 
 def main() -> int:
@@ -84,8 +85,8 @@ def main() -> int:
     if args.budget == "auto":
         budget = min(max(STEPS_WANTED * pace, BUDGET_RANGE[0]), BUDGET_RANGE[1])
         steps: int | None = max(1, round(budget / pace))
-        limit = f"{steps} steps (the {budget:.0f} s budget at that pace; --time-budget {2 * budget:.0f} as a backstop)"
-        config = TrainConfig(time_budget_s=2 * budget, max_steps=steps, batch_size=args.batch_size)
+        limit = f"{steps} steps (the {budget:.0f} s budget at that pace; --time-budget {BACKSTOP * budget:.0f} as a backstop)"
+        config = TrainConfig(time_budget_s=BACKSTOP * budget, max_steps=steps, batch_size=args.batch_size)
     else:
         budget, steps = float(args.budget), None
         limit = f"a {budget:.0f} s training budget"

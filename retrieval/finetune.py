@@ -139,7 +139,8 @@ def finetune(
         },
         "lr_search": search.to_dict() if search is not None else None,
         "rehearsal": None if rehearsed is None else {
-            "share": config.rehearse, "pairs": rehearsed.pairs, "images": rehearsed.images, "digest": rehearsed.digest(),
+            "share": config.rehearse, "anchor": config.anchor, "pairs": rehearsed.pairs, "images": rehearsed.images,
+            "digest": rehearsed.digest(),
         },
         "keep_base": kept,
         "metrics": {"base": before.to_dict(), "tuned": after.to_dict()},

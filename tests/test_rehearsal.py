@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -105,3 +107,39 @@ def test_cli_rehearse_is_in_the_card_and_zero_turns_it_off(tmp_path: Path) -> No
     assert json.loads(off.stdout)["rehearsal"] is None and "rehearsing" not in off.stderr
     bad = runner.invoke(app, [*common, "--out", str(tmp_path / "d.safetensors"), "--rehearse", "1"])
     assert bad.exit_code == 2 and "--rehearse" in bad.output
+
+
+def test_the_anchor_targets_are_the_base_embeddings_of_each_rehearsed_row(
+    tiny: Encoder, new_and_old: tuple[PairData, PairData]
+) -> None:
+    from indexer.encode import encode_images, encode_texts
+    from retrieval.batches import Anchor
+
+    new, old = new_and_old
+    batches = Batches(new, old, 8, 0.25, 0)
+    anchor = Anchor.of_base(tiny, batches, 10.0)
+    pixels, pairs = batches.at(2)
+    tokens = batches.tokens(tiny)
+    x = torch.zeros((8, 3, 1, 1))
+    rows = anchor.at(x, tokens, pairs)
+    old_pairs = pairs[6:] - new.pairs
+    images = encode_images(tiny, old.pixels[old.image_of[old_pairs]])
+    texts = encode_texts(tiny, [old.captions[p] for p in old_pairs])
+    assert rows.x.shape == (2, 3, 1, 1) and torch.equal(rows.tokens, tokens[pairs[6:]]) and rows.weight == 10.0
+    np.testing.assert_allclose(rows.image_target.numpy(), images, atol=1e-6)
+    np.testing.assert_allclose(rows.text_target.numpy(), texts, atol=1e-6)
+
+
+def test_the_anchor_keeps_rehearsed_embeddings_nearer_the_base(tiny: Encoder, new_and_old: tuple[PairData, PairData]) -> None:
+    from indexer.encode import encode_images
+
+    new, old = new_and_old
+    config = TrainConfig(**{**QUICK.__dict__, "max_steps": 6, "lr": 3e-3, "rehearse": 0.5})
+    before = encode_images(tiny, old.pixels)
+
+    def drift(anchor: float) -> float:
+        net = train(tiny, new, new, TrainConfig(**{**config.__dict__, "anchor": anchor}), rehearsal=old).model
+        after = encode_images(replace(tiny, model=net, bf16_image_tower=None), old.pixels)
+        return float(np.mean(1 - np.sum(before * after, axis=1)))
+
+    assert drift(10.0) < 0.5 * drift(0.0)
