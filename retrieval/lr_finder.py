@@ -51,9 +51,8 @@ import torch
 from indexer.models import Encoder
 from retrieval.contrastive import pixels_to_input
 from retrieval.pair_data import PairData
-from retrieval.trainer import (
-    TrainConfig, epoch_order, make_optimizer, optimizer_step, pairs_by_image, resolve_precision,
-)  # fmt: skip
+from retrieval.batches import epoch_order, pairs_by_image
+from retrieval.trainer import TrainConfig, make_optimizer, optimizer_step, resolve_precision
 
 LR_TEST_STEPS = 20  # five per decade over the sweep
 LR_TEST_BATCH = 32  # pairs per step: the curve's shape, not its level, is what the rule reads

@@ -4,12 +4,15 @@ Everything random is drawn from generators seeded by (seed, epoch), so a run
 resumed from its checkpoint takes the same batches, and ends with the same
 weights, as a run that was never interrupted.
 
-Rehearsal: given pairs of the base model's own domain, a share of every batch
-(`rehearse`) is drawn from them, so the contrastive loss keeps asking for what
-the base knew while the rest of the batch teaches the new pairs (experience
-replay, as in continual learning; for CLIP see e.g. ZSCL, Zheng et al., ICCV
-2023, which replays a reference set to keep zero-shot skill). Without it every
-rate that learnt a new domain forgot the base world (retention 1–52%).
+Rehearsal (retrieval.batches): given pairs of the base model's own domain, a
+`rehearse` share of every batch is drawn from them and an anchor pulls their
+embeddings towards the base's. Without it every rate that learnt a new domain
+forgot the base world (1–52% of its R@1 kept). The defaults, measured at 3e-4
+for 250 steps of 16 pairs (layouts / counting; new-domain R@1, base kept):
+replay alone at share 0.25: 0.63 / 0.61, 62% / 64%; at 0.5: 0.61 / 0.48,
+79% / 78%; share 0.25 with the anchor at weight 10: 0.69 / 0.48, 98% / 97%;
+at weight 3: 0.79 / 0.45, 94% / 95%. Weight 10 keeps the most; `--keep-base`
+(which mixes the new domain away, see retrieval.finetune) then rarely acts.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from retrieval.contrastive import MAX_LOGIT_SCALE, pixels_to_input, train_step
@@ -32,10 +34,8 @@ from retrieval.evaluate import evaluate
 from retrieval.finetune_errors import CannotResume, TrainingConfigError
 from retrieval.lora import add_lora, merge_lora
 from indexer.models import Encoder
-from retrieval.batches import Anchor, Anchored, Batches, epoch_order, pairs_by_image
+from retrieval.batches import Anchor, Anchored, Batches
 from retrieval.pair_data import PairData
-
-__all__ = ["Batches", "TrainConfig", "epoch_order", "make_optimizer", "optimizer_step", "pairs_by_image", "train"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _RESUME_FREE = ("epochs", "max_steps", "patience", "eval_every", "checkpoint_every", "wise_ft", "time_budget_s", "keep_base")

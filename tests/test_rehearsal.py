@@ -17,7 +17,8 @@ from indexer.models import Encoder, load_encoder
 from retrieval.demo import world
 from retrieval.finetune import REFERENCE_SHARE, split_base_pairs
 from retrieval.pair_data import PairData
-from retrieval.trainer import Batches, TrainConfig, train
+from retrieval.batches import Batches
+from retrieval.trainer import TrainConfig, train
 
 runner = CliRunner()
 QUICK = TrainConfig(batch_size=8, lr=5e-4, warmup_steps=1, patience=0, checkpoint_every=1000, time_budget_s=None)
