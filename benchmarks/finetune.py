@@ -1,6 +1,6 @@
 """Fine-tuning benchmark: do the defaults (`--lr auto`, patience, time budget, `--rehearse`, `--keep-base`) match hand-tuning?
 
-    PYTHONPATH=. python benchmarks/finetune.py [--budget auto] [--seeds 2] [--batch-size 16] [--threads 1] [--domains ...]
+    PYTHONPATH=. python benchmarks/finetune.py [--budget auto] [--seeds 2] [--batch-size 16] [--threads 1] [--domains ...] [--data-seed 0]
 
 For each generated domain the shipped clipdex-tiny never saw (retrieval/demo/domains.py:
 600 training pairs on 300 pictures, 56 validation captions on 28 pictures, as the
