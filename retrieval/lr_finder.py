@@ -4,7 +4,9 @@ The test (Smith, "Cyclical Learning Rates for Training Neural Networks", 2017, a
 fastai's `lr_find` runs it) trains a copy of the model for `LR_TEST_STEPS` steps on
 a slice of the training pairs while the rate grows exponentially from the bottom
 to the top of the family's sweep; the model the caller holds is never touched, so
-the base weights are what training then starts from.
+the base weights are what training then starts from. It runs on the new pairs
+alone, without the rehearsal training adds (retrieval.batches): the rule reads
+how fast the new domain is learnt.
 
 The rule: smooth the losses (exponential moving average, β = 0.7, bias-corrected),
 stop reading the curve where it has diverged (smoothed loss above 4x its minimum),
