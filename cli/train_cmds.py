@@ -34,7 +34,8 @@ def finetune(
     patience: Annotated[int, typer.Option("--patience", help="Validations without improvement before stopping; 0: never.")] = 5,
     time_budget: Annotated[float, typer.Option("--time-budget", min=0, help="Seconds of training (after the range test); 0: no limit.")] = 600,
     keep_base: Annotated[float, typer.Option("--keep-base", min=0, max=1, help="Mix the base back in (wise-ft α) until this share of its R@1 on its own domain is kept; 0: off.")] = 0.9,
-    base_pairs: Annotated[Optional[Path], typer.Option("--base-pairs", help="Pairs of the base model's own domain for --keep-base (built in for clipdex-tiny).")] = None,
+    base_pairs: Annotated[Optional[Path], typer.Option("--base-pairs", help="Pairs of the base model's own domain, for --rehearse and --keep-base (built in for clipdex-tiny).")] = None,
+    rehearse: Annotated[float, typer.Option("--rehearse", min=0, max=0.9, help="Share of every batch drawn from the base's own domain (--base-pairs, built in for clipdex-tiny), so it is not forgotten; 0: off.")] = 0.25,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validations; 0: every epoch.")] = 0,
     precision: Annotated[str, typer.Option("--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split and the batches.")] = 0,
@@ -49,7 +50,7 @@ def finetune(
     """Fine-tune a model on your image–caption pairs and compare it with the base on held-out pairs."""
     from retrieval.evaluate import format_table
     from retrieval.finetune import finetune_pairs
-    from retrieval.demo.world import reference_for
+    from retrieval.demo.world import reference_for, rehearsal_for
     from retrieval.trainer import TrainConfig
 
     config = TrainConfig(
@@ -57,12 +58,12 @@ def finetune(
         weight_decay=weight_decay, warmup_steps=warmup_steps, val_fraction=val_fraction, seed=seed,
         lock_image=lock_image, lock_text=lock_text, lora_rank=lora_rank, wise_ft=wise_ft,
         patience=patience, eval_every=eval_every, precision=precision, time_budget_s=time_budget or None,
-        keep_base=keep_base or None, checkpoint_every=checkpoint_every,
+        keep_base=keep_base or None, checkpoint_every=checkpoint_every, rehearse=rehearse,
     )  # fmt: skip
     with open_library(library, None, device) as lib, train_progress() as progress:
         result = finetune_pairs(lib, pairs, config, base=model_spec(model, checkpoint), val_pairs=val,
                                 out=out, name=name, progress=progress, resume=resume, base_pairs=base_pairs,
-                                reference=reference_for, note=note)  # fmt: skip
+                                reference=reference_for, note=note, rehearsal=rehearsal_for)  # fmt: skip
     for problem in result.problems:
         note(f"warning: {problem}; skipped")
     if as_json:

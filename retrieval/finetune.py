@@ -10,8 +10,10 @@
 
 With the defaults the learning rate comes from a range test (retrieval.lr_finder),
 training stops when validation stops improving or the time budget is spent, and
-when base-domain pairs are given (`reference`) the base weights are mixed back in
-(wise-ft α) until `keep_base` of the base's R@1 on them is kept.
+when pairs of the base model's own domain are at hand, a share of every batch
+rehearses them (`rehearse`, so the new domain is learnt without forgetting the
+old) and, should the base still lose more than `keep_base` allows on other pairs
+of its domain (`reference`), the base weights are mixed back in (wise-ft α).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from retrieval.lr_finder import LrSearch, find_lr
 from retrieval.run_chart import run_chart
 from retrieval.trainer import ProgressFn, TrainConfig, train
 
+REFERENCE_SHARE = 0.3  # of --base-pairs' images, held out of rehearsal to measure what the base keeps
 ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)  # wise-ft α tried for keep_base, largest first
 NoteFn = Callable[[str], None]
 ReferenceFn = Callable[[str, InputSpec], "PairData | None"]  # (arch, input) → pairs of the base's own domain
@@ -76,10 +79,12 @@ def finetune(
     resume: bool = False,
     reference: PairData | None = None,
     note: NoteFn | None = None,
+    rehearsal: PairData | None = None,
 ) -> FinetuneResult:
     """Pick the rate (if auto), train, mix in the base (wise-ft or keep_base), evaluate base and result, save to `out`.
 
     `reference`: pairs of the base model's own domain, to measure what it keeps.
+    `rehearsal`: other pairs of that domain, a `config.rehearse` share of every batch.
     """
     config.check()
     say = note or (lambda _: None)
@@ -89,10 +94,13 @@ def finetune(
         search = find_lr(encoder, train_data, config)
         say(search.summary())
         config = replace(config, lr=search.lr)
+    rehearsed = rehearsal if config.rehearse > 0 else None
+    if rehearsed is not None:
+        say(f"rehearsing {rehearsed.pairs} pairs of the base's own domain: {config.rehearse:.0%} of every batch")
     deadline = time.monotonic() + config.time_budget_s if config.time_budget_s is not None else None  # training only
     outcome = train(
         encoder, train_data, val_data, config, state_file=resume_file(out), resume=resume, progress=progress,
-        deadline=deadline,
+        deadline=deadline, rehearsal=rehearsed,
     )  # fmt: skip
     say(f"stopped by {outcome.stopped_by} after {outcome.steps} steps; best validation at step {outcome.best_step}")
     tuned = outcome.model
@@ -130,6 +138,10 @@ def finetune(
             "validation": [{"step": s, "score": round(v, 4)} for s, v in outcome.history],
         },
         "lr_search": search.to_dict() if search is not None else None,
+        "rehearsal": None if rehearsed is None else {
+            "share": config.rehearse, "anchor": config.anchor, "pairs": rehearsed.pairs, "images": rehearsed.images,
+            "digest": rehearsed.digest(),
+        },
         "keep_base": kept,
         "metrics": {"base": before.to_dict(), "tuned": after.to_dict()},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -179,10 +191,13 @@ def finetune_pairs(
     base_pairs: str | os.PathLike[str] | None = None,
     reference: ReferenceFn | None = None,
     note: NoteFn | None = None,
+    rehearsal: ReferenceFn | None = None,
 ) -> FinetuneResult:
     """Fine-tune from a pairs file: `base` (default: the library's model), saved to `out` or as `name`.
 
-    What the base keeps is measured on `base_pairs`, else on `reference(arch, input_spec)`.
+    Pairs of the base's own domain come from `base_pairs` (split by image: a
+    REFERENCE_SHARE measures what the base keeps, the rest is rehearsed), else
+    from `reference(arch, input_spec)` and `rehearsal(arch, input_spec)`.
 
     Raises InputFileError, TrainingConfigError, SavedModelError, CheckpointError or a model error.
     """
@@ -198,16 +213,32 @@ def finetune_pairs(
     target = Path(out).expanduser() if out is not None else named_path(lib.home, name or default_name(pairs))
     if target.suffix != ".safetensors":
         target = target.with_name(target.name + ".safetensors")
+    measures = config.keep_base is not None and config.wise_ft is None  # only keep_base reads the reference
     own: PairData | None = None
+    rehearse: PairData | None = None
     if base_pairs is not None:
-        own, own_problems = load_pairs(read_pairs(base_pairs), encoder.input_spec)
+        loaded, own_problems = load_pairs(read_pairs(base_pairs), encoder.input_spec)
         problems += own_problems
-    elif reference is not None and config.keep_base is not None and config.wise_ft is None:  # only keep_base reads it
-        own = reference(encoder.arch, encoder.input_spec)
+        own, rehearse = split_base_pairs(loaded, config, measures)
+    else:
+        if reference is not None and measures:
+            own = reference(encoder.arch, encoder.input_spec)
+        if rehearsal is not None and config.rehearse > 0:
+            rehearse = rehearsal(encoder.arch, encoder.input_spec)
     result = finetune(encoder, train_data, val, config, target, source=str(pairs), progress=progress, resume=resume,
-                      reference=own, note=note)  # fmt: skip
+                      reference=own, note=note, rehearsal=rehearse)  # fmt: skip
     result.problems = problems
     return result
+
+
+def split_base_pairs(own: PairData, config: TrainConfig, measures: bool) -> tuple[PairData | None, PairData | None]:
+    """(reference, rehearsal) from one set of base-domain pairs: never rehearse the pairs retention is measured on."""
+    if not measures:
+        return None, own if config.rehearse > 0 else None
+    if config.rehearse <= 0 or own.images < 2:
+        return own, None
+    rehearse, reference = split_by_image(own, REFERENCE_SHARE, config.seed)
+    return reference, rehearse
 
 
 def default_name(pairs: str | os.PathLike[str]) -> str:

@@ -64,4 +64,5 @@ def test_resume_after_ctrl_c_continues_at_the_checkpoint_and_matches_an_uninterr
     card, reference = json.loads(resumed.stdout), json.loads(whole.stdout)
     assert card["training"]["steps"] == STEPS and card["training"]["validation"] == reference["training"]["validation"]
     assert card["fingerprint"] == reference["fingerprint"]  # the same weights, bit for bit
+    assert card["rehearsal"]["share"] == 0.25  # rehearsal (on by default) resumes with the same batches too
     assert card["metrics"] == reference["metrics"]

@@ -272,6 +272,7 @@ def from_scenes(scenes: Sequence[Scene], spec: InputSpec, size: int = 128) -> Pa
 
 
 REFERENCE_SEED = 20240  # the base-domain pairs `--keep-base` measures retention on: never the demo's or a benchmark's
+REHEARSAL_SEED = 20241  # the base-domain pairs fine-tuning rehearses: "train" scenes, never the ones retention is measured on
 
 
 def reference_for(arch: str, spec: InputSpec, count: int = 200) -> PairData | None:
@@ -279,3 +280,11 @@ def reference_for(arch: str, spec: InputSpec, count: int = 200) -> PairData | No
     if arch != "clipdex-tiny":
         return None
     return from_scenes(make_scenes(count, REFERENCE_SEED, BASE, split="test"), spec)
+
+
+@functools.lru_cache(maxsize=4)  # ~1 s to draw; fine-tuning runs in one process (tests, benchmarks) share it
+def rehearsal_for(arch: str, spec: InputSpec, count: int = 400) -> PairData | None:
+    """Pairs of the world `clipdex-tiny` was trained on, to rehearse while fine-tuning (disjoint from reference_for's)."""
+    if arch != "clipdex-tiny":
+        return None
+    return from_scenes(make_scenes(count, REHEARSAL_SEED, BASE, split="train"), spec)
