@@ -81,8 +81,8 @@ def auto_cpu_candidates(flags: set[str] | None = None, env: Mapping[str, str] | 
 
     - AVX-512-BF16 without AMX (and torch not capped below it): int8 by ONNX Runtime, then bf16.
       On such a CPU (2-core AMD EPYC, AVX-512-VNNI) `benchmarks/index_throughput.py` measured the
-      int8 image encoder at 51-59 ms of CPU per image against 72 ms for bf16 autocast, and the
-      whole index run faster with it; bf16 stays the fallback for a model whose int8 copy the
+      int8 image encoder at 46-53 ms of CPU per image against 72 ms for bf16 autocast, and the
+      whole index run at 3.89x the naive pipeline against 3.17x at bf16; bf16 stays the fallback for a model whose int8 copy the
       guard refuses (a quantised pretrained ViT can move its vectors too far: see README).
     - AMX: bf16, then int8. Not measured here (no AMX CPU was at hand); AMX's bf16 tiles are the
       reason such CPUs exist, so bf16 goes first.
