@@ -86,9 +86,9 @@ class LocalExecutor:
         size = self.batch_size if self.batch_size > 0 else min(auto_batch_size(e) for e in encoders)
         paths = [t.value for t in tasks]
         streams = {spec: self._decoder(spec).decode(paths) for spec in dict.fromkeys(e.input_spec for e in encoders)}
-        # Made while the decoders fill the first batch (an ONNX Runtime session takes a few tenths of a second to open).
-        encode_fns = {e.fingerprint: self._image_fn(e) for e in encoders}
         try:
+            # Made while the decoders fill the first batch (an ONNX Runtime session takes a few tenths of a second to open).
+            encode_fns = {e.fingerprint: self._image_fn(e) for e in encoders}
             for start in range(0, len(tasks), size):
                 n = min(size, len(tasks) - start)
                 with self._clock("wait_decode"):  # time the encoder waited on decoders: ~0 when overlapped
