@@ -40,7 +40,7 @@ def encode_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
     if len(texts) == 0:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     tokens = encoder.tokenizer(list(texts)).to(encoder.device)  # (B, context_length)
-    with torch.no_grad(), _autocast(encoder):
+    with torch.no_grad(), _autocast(encoder, encoder.precision == "bf16" or encoder.text_bf16):
         if _can_trim(encoder.model):
             feats = _encode_text_trimmed(encoder.model, tokens)
         else:
@@ -78,9 +78,11 @@ def _image_forward(encoder: Encoder) -> Callable[[torch.Tensor], torch.Tensor]:
     return cached[1]
 
 
-def _autocast(encoder: Encoder) -> Any:
-    """bf16 autocast where chosen. Under no_grad, not inference_mode: there it gave no gain."""
-    return torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=encoder.precision == "bf16")
+def _autocast(encoder: Encoder, bf16: bool | None = None) -> Any:
+    """bf16 autocast where chosen (`bf16`: the texts' choice). Under no_grad, not inference_mode:
+    there it gave no gain."""
+    enabled = encoder.precision == "bf16" if bf16 is None else bf16
+    return torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _can_trim(model: torch.nn.Module) -> bool:

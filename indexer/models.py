@@ -43,11 +43,15 @@ class Encoder:
     dim: int
     device: torch.device
     # fp32 | fp16 (CUDA) | bf16 (autocast, CPUs with native bf16) | int8 (CPU: images by the ONNX Runtime
-    # int8 copy, `indexer.quantised_export`; `model` keeps fp32 weights, texts are encoded at fp32)
+    # int8 copy, `indexer.quantised_export`; `model` keeps fp32 weights, texts are encoded at fp32,
+    # or bf16 with `text_bf16`)
     precision: str = "fp32"
     # bf16 only: (the image tower it was made from, a copy with bf16 weights), made on the
     # first image batch. `model` keeps its fp32 weights for fine-tuning and the fingerprint.
     bf16_image_tower: tuple[torch.nn.Module, torch.nn.Module] | None = field(default=None, repr=False)
+    # int8 at `auto` on a CPU that computes bf16 natively (bf16 is auto's next choice there): torch
+    # encodes texts under bf16 autocast, as at bf16 (the int8 copy is the image tower's only).
+    text_bf16: bool = False
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -109,6 +113,7 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto",
             fingerprints.remember(home, source.name, stamp, fingerprint, spec.label)
     dev = pick_device(device)
     chosen = pick_precision(dev, precision)
+    text_bf16 = precision == "auto" and chosen == "int8" and _auto_has_bf16()
     if chosen == "fp16":
         model = model.half()
     elif chosen == "int8" and dev.type != "cpu":
@@ -140,7 +145,14 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto",
         dim=_embed_dim(model),
         device=dev,
         precision=chosen,
+        text_bf16=text_bf16,
     )
+
+
+def _auto_has_bf16() -> bool:
+    from indexer.precision_guard import auto_cpu_candidates
+
+    return "bf16" in auto_cpu_candidates()
 
 
 def fingerprint_of(name: str, state_dict: dict[str, torch.Tensor]) -> str:

@@ -238,3 +238,19 @@ def test_the_perturbing_failpoint_is_a_known_point(monkeypatch: pytest.MonkeyPat
         monkeypatch.delenv(failpoints.ENV)
         failpoints.disarm()
     assert not failpoints.perturbs(failpoints.FAST_PATH_NOISE)
+
+
+def test_texts_stay_bf16_at_auto_where_images_go_to_int8_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from indexer.encode import encode_texts
+
+    monkeypatch.setattr(precision_guard, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})  # auto: int8, then bf16
+    auto = load_encoder(TINY, "cpu", "auto")
+    named = load_encoder(TINY, "cpu", "int8")
+    bf16 = load_encoder(TINY, "cpu", "bf16")
+    fp32 = load_encoder(TINY, "cpu", "fp32")
+    assert (auto.precision, auto.text_bf16, named.text_bf16) == ("int8", True, False)
+    texts = ["a red circle on a white background", "two blue squares"]
+    np.testing.assert_array_equal(encode_texts(auto, texts), encode_texts(bf16, texts))  # as before int8 went first
+    np.testing.assert_array_equal(encode_texts(named, texts), encode_texts(fp32, texts))  # --precision int8: fp32 texts
+    monkeypatch.setattr(precision_guard, "cpu_flags", lambda: {"avx2", "fma"})  # no native bf16: fp32 texts at auto
+    assert load_encoder(TINY, "cpu", "auto").text_bf16 is False
