@@ -13,9 +13,18 @@ from PIL import Image
 from sqlalchemy import create_engine, make_url, text
 
 from retrieval.library import Library
-from indexer.models import ModelSpec
+from retrieval.trainer import TrainConfig
+from indexer.models import Encoder, ModelSpec, load_encoder
 
 TINY = ModelSpec.parse("clipdex-tiny")
+# A few quick training steps, no budget, no early stop: the fine-tuning tests' base config.
+QUICK_TRAIN = TrainConfig(batch_size=8, lr=5e-4, warmup_steps=1, patience=0, checkpoint_every=1000, time_budget_s=None)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Encoder:
+    """clipdex-tiny on the CPU, loaded once per test module."""
+    return load_encoder(TINY, "cpu")
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from cli.app import app
-from conftest import TINY
-from indexer.models import Encoder, load_encoder
+from conftest import QUICK_TRAIN as QUICK
+from indexer.models import Encoder
 from retrieval.demo import world
 from retrieval.finetune import REFERENCE_SHARE, split_base_pairs
 from retrieval.pair_data import PairData
@@ -21,12 +21,6 @@ from retrieval.batches import Batches
 from retrieval.trainer import TrainConfig, train
 
 runner = CliRunner()
-QUICK = TrainConfig(batch_size=8, lr=5e-4, warmup_steps=1, patience=0, checkpoint_every=1000, time_budget_s=None)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Encoder:
-    return load_encoder(TINY, "cpu")
 
 
 @pytest.fixture(scope="module")
