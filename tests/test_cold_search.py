@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,50 +11,26 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.app import app
-from conftest import TINY, env_without_pytest, make_photo
+from conftest import TINY
+from export_kit import cli_program, damages, exported_library, imported, run_program
 from indexer import derived
 from indexer.derived import IMAGE_ENCODER, TEXT_ENCODER, Built, DerivedRejected
 from retrieval.library import Library
 from retrieval.search import ImageResult
 
-ROOT = Path(__file__).resolve().parent.parent
-# The CLI's own main, in a fresh interpreter, then which of torch/open_clip it imported.
-CLI = (
-    "import sys\n"
-    "from cli.app import main\n"
-    "sys.argv = ['clipdex', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "except SystemExit as e:\n"
-    "    code = e.code\n"
-    "print('IMPORTED=' + ','.join(m for m in ('torch', 'open_clip') if m in sys.modules), file=sys.stderr)\n"
-)
+CLI = cli_program()  # the CLI in a fresh interpreter, reporting whether it imported torch or open_clip
 QUERIES = ("a dog", "kids playing on the beach at sunset", "東京の夜景")
 
 
 def cli(home: Path, *args: str) -> tuple[int, str, str]:
-    env = {**env_without_pytest(), "CLIPDEX_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    env.pop("CLIPDEX_NO_EXPORT", None)
-    done = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    done = run_program(CLI, home, *args)
     return done.returncode, done.stdout, done.stderr
-
-
-def imported(stderr: str) -> list[str]:
-    line = [x for x in stderr.splitlines() if x.startswith("IMPORTED=")][-1]
-    return [m for m in line.removeprefix("IMPORTED=").split(",") if m]
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-model library whose index run exported the text tower."""
-    base = tmp_path_factory.mktemp("cold")
-    for i in range(10):
-        make_photo(base / "photos" / f"p{i}.jpg", seed=i)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("CLIPDEX_NO_EXPORT", raising=False)
-        with Library.open(base / "lib") as lib:
-            lib.index([base / "photos"], model=TINY)
-    return base / "lib"
+    return exported_library(tmp_path_factory.mktemp("cold"), photos=10)
 
 
 def torch_results(home: Path, query: str, top: int = 5) -> list[ImageResult]:
@@ -136,21 +110,7 @@ def test_a_missing_damaged_or_foreign_export_is_rebuilt_by_the_next_search(
     fp = active.fingerprint
     want = torch_results(library, "a dog")
     entry = derived.entry_folder(library, fp)
-    tag = entry / "text-encoder.tag.json"
-
-    def delete() -> None:
-        (entry / "text-encoder.onnx").unlink()
-
-    def truncate() -> None:
-        with open(entry / "text-encoder.onnx.data", "r+b") as f:
-            f.truncate(1000)
-
-    def foreign() -> None:
-        data = json.loads(tag.read_text())
-        data["fingerprint"] = "clipdex-tiny@00000000000000000000"
-        tag.write_text(json.dumps(data))
-
-    for damage in (delete, truncate, foreign):
+    for damage in damages(entry, "text-encoder"):
         damage()
         assert derived.lookup(library, fp, TEXT_ENCODER) is None
         with Library.open(library, precision="fp32") as lib:  # the torch path, which exports again

@@ -25,23 +25,14 @@ from typer.testing import CliRunner
 
 import retrieval.delegation
 from cli.app import app
-from conftest import TINY, env_without_pytest, make_photo
+from conftest import env_without_pytest
+from export_kit import ROOT, cli_program, exported_library, imported, run_program
 from retrieval.library import Library
 from retrieval.server_record import FILENAME, ServerRecord, live_record, read_record, remove_record, write_record
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "delegation-test-token-0123456789"
 HEAVY = ("numpy", "sqlalchemy", "faiss", "torch", "open_clip")
-CLI = (
-    "import sys\n"
-    "from cli.app import main\n"
-    "sys.argv = ['clipdex', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "except SystemExit as e:\n"
-    "    code = e.code\n"
-    f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
-)
+CLI = cli_program(HEAVY)
 
 
 @dataclasses.dataclass
@@ -53,28 +44,16 @@ class Served:
 
 def run_cli(home: Path, *args: str, token: str | None = TOKEN) -> tuple[str, list[str]]:
     """(stdout, heavy modules imported) of a cold `clipdex` process; fails on a non-zero exit."""
-    env = {**env_without_pytest(), "CLIPDEX_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    env.pop("CLIPDEX_NO_EXPORT", None)
-    env.pop("CLIPDEX_TOKEN", None)
-    if token is not None:
-        env["CLIPDEX_TOKEN"] = token
-    done = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    done = run_program(CLI, home, *args, env={} if token is None else {"CLIPDEX_TOKEN": token}, drop=("CLIPDEX_TOKEN",))
     assert done.returncode == 0, done.stderr
-    line = [x for x in done.stderr.splitlines() if x.startswith("HEAVY=")][-1]
-    return done.stdout, [m for m in line.removeprefix("HEAVY=").split(",") if m]
+    return done.stdout, imported(done.stderr)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A tiny-model library (text tower exported) served by `clipdex serve --token` in a subprocess."""
     base = tmp_path_factory.mktemp("delegation")
-    for i in range(8):
-        make_photo(base / "photos" / f"p{i}.jpg", seed=i)
-    home = base / "lib"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("CLIPDEX_NO_EXPORT", raising=False)
-        with Library.open(home) as lib:
-            lib.index([base / "photos"], model=TINY)
+    home = exported_library(base)
     env = {**env_without_pytest(), "CLIPDEX_HOME": str(home), "PYTHONPATH": str(ROOT), "CLIPDEX_TOKEN": TOKEN}
     env.pop("CLIPDEX_NO_EXPORT", None)
     serve = "import sys\nfrom cli.app import main\nsys.argv = ['clipdex', *sys.argv[1:]]\nmain()\n"

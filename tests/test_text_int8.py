@@ -6,53 +6,35 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import TINY, env_without_pytest, make_photo
+from export_kit import cli_program, damages, exported_library, imported, run_program
 from indexer import derived, encode, onnx_encode, precision_guard
 from indexer.derived import TEXT_ENCODER, TEXT_ENCODER_INT8, Derived, Refused
 from indexer.onnx_encode import OnnxTextEncoder
 from retrieval.library import Library
 from retrieval.search import Result
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ("a cat on a sofa", "a dog in the park", "the beach at sunset", "snow on the mountains", "a red car in the city")
 QUERIES = ("a dog", "kids playing on the beach at sunset", "東京の夜景", "a " * 90 + "caption past the context length")
 # A cold CLI search that prints which ONNX files its sessions opened, and whether torch was imported.
-CLI = (
+CLI = cli_program(prelude=(
     "import sys, onnxruntime\n"
     "class Recorded(onnxruntime.InferenceSession):\n"
     "    def __init__(self, path, *a, **k):\n"
     "        print('SESSION=' + str(path), file=sys.stderr)\n"
     "        super().__init__(path, *a, **k)\n"
     "onnxruntime.InferenceSession = Recorded\n"
-    "from cli.app import main\n"
-    "sys.argv = ['clipdex', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "except SystemExit:\n"
-    "    pass\n"
-    "print('IMPORTED=' + ','.join(m for m in ('torch', 'open_clip') if m in sys.modules), file=sys.stderr)\n"
-)
+))
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-model library of photos and texts whose index run exported the text tower and quantised it."""
-    base = tmp_path_factory.mktemp("int8text")
-    for i in range(8):
-        make_photo(base / "photos" / f"p{i}.jpg", seed=i)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("CLIPDEX_NO_EXPORT", raising=False)
-        with Library.open(base / "lib") as lib:
-            lib.index([base / "photos"], model=TINY)
-            lib.add_texts(list(TEXTS))
-    return base / "lib"
+    return exported_library(tmp_path_factory.mktemp("int8text"), texts=TEXTS)
 
 
 @pytest.fixture
@@ -129,17 +111,12 @@ def test_auto_and_int8_open_the_int8_tower_fp32_and_bf16_the_fp32_export(home: P
 
 
 def test_a_cold_cli_search_uses_the_int8_tower_without_torch(home: Path) -> None:
-    env = {**env_without_pytest(), "CLIPDEX_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    env.pop("CLIPDEX_NO_EXPORT", None)
     runs = {}
     for flags in ((), ("--precision", "fp32")):
-        done = subprocess.run(
-            [sys.executable, "-c", CLI, "search", TEXTS[1], "--texts", "--top", "3", "--json", *flags],
-            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-        )
+        done = run_program(CLI, home, "search", TEXTS[1], "--texts", "--top", "3", "--json", *flags)
         assert done.returncode == 0, done.stderr
         lines = done.stderr.splitlines()
-        assert "IMPORTED=" in lines, done.stderr
+        assert imported(done.stderr) == [], done.stderr
         assert not [ln for ln in lines if "torch" in ln.replace("IMPORTED=", "")], done.stderr  # no fallback note
         runs[flags] = ([Path(ln.removeprefix("SESSION=")).name for ln in lines if ln.startswith("SESSION=")], json.loads(done.stdout))
     assert runs[()][0] == ["text-encoder-int8.onnx"]
@@ -152,21 +129,7 @@ def test_a_missing_damaged_or_foreign_copy_is_rebuilt_by_the_next_index_run(
 ) -> None:
     fp = fingerprint(home)
     entry = derived.entry_folder(home, fp)
-    tag = entry / "text-encoder-int8.tag.json"
-
-    def delete() -> None:
-        (entry / "text-encoder-int8.onnx").unlink()
-
-    def truncate() -> None:
-        with open(entry / "text-encoder-int8.onnx.data", "r+b") as f:
-            f.truncate(1000)
-
-    def foreign() -> None:
-        data = json.loads(tag.read_text())
-        data["fingerprint"] = "clipdex-tiny@00000000000000000000"
-        tag.write_text(json.dumps(data))
-
-    for damage in (delete, truncate, foreign):
+    for damage in damages(entry, "text-encoder-int8"):
         damage()
         assert derived.lookup(home, fp, TEXT_ENCODER_INT8) is None
         opened.clear()

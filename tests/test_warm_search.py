@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, make_photo
+from export_kit import exported_library
 from indexer import derived, encode
 from indexer.derived import TEXT_ENCODER, Derived
 from retrieval.library import Library
@@ -28,15 +28,8 @@ COMBINED = ("a red car", ("snow on the mountains at dawn, seen from a small wood
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-model library of photos and texts whose index run exported the text tower."""
-    base = tmp_path_factory.mktemp("warm")
-    for i in range(8):
-        make_photo(base / "photos" / f"p{i}.jpg", seed=i)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("CLIPDEX_NO_EXPORT", raising=False)
-        with Library.open(base / "lib") as lib:
-            lib.index([base / "photos"], model=TINY)
-            lib.add_texts(["a cat on a sofa", "a dog in the park", "the beach at sunset", "東京", "a " * 80])
-    return base / "lib"
+    texts = ["a cat on a sofa", "a dog in the park", "the beach at sunset", "東京", "a " * 80]
+    return exported_library(tmp_path_factory.mktemp("warm"), texts=texts)
 
 
 def torch_searches(home: Path, *searches: tuple[str, dict[str, object]]) -> list[list[Result]]:
