@@ -16,14 +16,20 @@ for. Each group names a keeper by one rule. Nothing here deletes or writes anyth
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
 
+from indexer.decode import path_str
 from indexer.errors import QueryOptionError
+from indexer.items import IMAGE, ModelRow
 from indexer.image_hashes import hamming, perceptual_hash, pixel_digest
 from indexer.neighbours import pairs_within
 from retrieval.search import iso_time
+
+if TYPE_CHECKING:
+    from indexer.catalog import Catalog
+    from indexer.catalog_lookups import PhotoFacts
 
 Tier = Literal["exact", "near", "burst"]
 TIERS: tuple[Tier, ...] = ("exact", "near", "burst")
@@ -142,6 +148,24 @@ class DuplicateJob:
     def run(self) -> DuplicateReport:
         """The grouping itself: the catalog is not touched."""
         return find_duplicates(self.photos, self.vectors, self.config, model=self.model, hash_fn=self.hash_fn)
+
+
+def read_job(catalog: Catalog, row: ModelRow, key: DuplicateKey, config: DuplicateConfig, hash_fn: HashFn) -> DuplicateJob:
+    """A grouping of the indexed photos `row`'s model has vectors for, read from the catalog."""
+    ids, vectors = catalog.vectors(row.id, IMAGE)
+    facts = {f.id: f for f in catalog.photo_facts()}
+    keep = [n for n, i in enumerate(ids.tolist()) if i in facts]  # vectors of indexed photos only
+    photos = [_photo(facts[i]) for i in ids[keep].tolist()]
+    vecs = vectors[keep] if keep else np.zeros((0, row.dim), np.float32)
+    return DuplicateJob(key, photos, vecs, config, row.fingerprint, hash_fn)
+
+
+def _photo(f: PhotoFacts) -> Photo:
+    return Photo(
+        f.id, f.path, f.display_path or path_str(f.path), f.size, f.width, f.height, f.taken_at, f.date_key,
+        f.content_hash,
+    )
+
 
 
 def find_duplicates(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import socket
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -28,7 +27,6 @@ from indexer.decode import InputSpec, path_str
 from indexer import derived
 from indexer.embedding_files import unit_rows
 from indexer.catalog import IMAGE, INDEXED, SKIPPED, TEXT, Catalog, FileRow, ItemRow, ModelRow
-from indexer.catalog_lookups import PhotoFacts
 from indexer.index_store import IndexStore
 from indexer.lock import WriteLock
 from indexer.scan import is_under
@@ -36,7 +34,8 @@ from indexer.texts import read_texts
 from indexer.errors import CatalogError, InputFileError, NoVectors, PathNotFound, QueryError
 from indexer.model_spec import ModelSpec
 from indexer.image_hashes import perceptual_hash
-from retrieval.duplicates import DuplicateConfig, DuplicateJob, DuplicateKey, DuplicateReport, HashFn, Photo
+from retrieval.duplicates import DuplicateConfig, DuplicateJob, DuplicateKey, DuplicateReport, HashFn, read_job
+from retrieval.reports import AddTextsReport, ImportReport, LibraryStatus
 from indexer.precision_guard import ImageEncoding, check_fields, precision_in_use
 from retrieval.exported_towers import ExportedTowers
 from retrieval.library_config import LibraryConfig, library_home
@@ -54,52 +53,6 @@ if TYPE_CHECKING:  # torch and open_clip: imported by the operations that encode
     from indexer.ray_executor import RayExecutor
     from indexer.pipeline import IndexReport, ProgressFn
     from retrieval.model_choice import ModelPair
-
-
-@dataclass
-class AddTextsReport:
-    added: int = 0
-    duplicates: int = 0
-    encoded: int = 0
-    problems: list[tuple[int, str]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "added": self.added,
-            "duplicates": self.duplicates,
-            "encoded": self.encoded,
-            "problems": [{"line": n, "reason": r} for n, r in self.problems],
-        }
-
-
-@dataclass
-class ImportReport:
-    added: int
-    replaced: int
-    model: str
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class LibraryStatus:
-    home: str
-    images: int
-    texts: int
-    skipped: int
-    roots: list[dict[str, object]]
-    active_model: str | None
-    models: list[dict[str, object]]
-    index: dict[str, object]
-    size_bytes: int
-    errors: list[dict[str, str]] | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        d = dict(self.__dict__)
-        if self.errors is None:
-            d.pop("errors")
-        return d
 
 
 class Library:
@@ -544,12 +497,7 @@ class Library:
         cached = self._duplicates.get(key)
         if cached is not None:
             return DuplicateJob(key, [], np.zeros((0, row.dim), np.float32), config, row.fingerprint, hash_fn, cached)
-        ids, vectors = self.catalog.vectors(row.id, IMAGE)
-        facts = {f.id: f for f in self.catalog.photo_facts()}
-        keep = [n for n, i in enumerate(ids.tolist()) if i in facts]  # vectors of indexed photos only
-        photos = [_photo(facts[i]) for i in ids[keep].tolist()]
-        vecs = vectors[keep] if keep else np.zeros((0, row.dim), np.float32)
-        return DuplicateJob(key, photos, vecs, config, row.fingerprint, hash_fn)
+        return read_job(self.catalog, row, key, config, hash_fn)
 
     def keep_duplicates(self, job: DuplicateJob, report: DuplicateReport) -> DuplicateReport:
         """Keep `job`'s report (the last one only) for later calls while the catalog's vectors stay as they were."""
@@ -596,13 +544,6 @@ class Library:
             size_bytes=size,
             errors=[{"path": p, "reason": r} for p, r in self.catalog.skipped()] if errors else None,
         )
-
-
-def _photo(f: PhotoFacts) -> Photo:
-    return Photo(
-        f.id, f.path, f.display_path or path_str(f.path), f.size, f.width, f.height, f.taken_at, f.date_key,
-        f.content_hash,
-    )
 
 
 def _real(path: str | os.PathLike[str]) -> bytes:
