@@ -45,7 +45,8 @@ from indexer.encode import encode_images  # noqa: E402
 from indexer.local_executor import LocalExecutor  # noqa: E402
 from indexer.models import Encoder, ModelSpec, load_encoder  # noqa: E402
 from indexer.pipeline import IndexReport  # noqa: E402
-from indexer.ray_executor import RayConfig, RayExecutor  # noqa: E402
+from indexer.ray_executor import RayExecutor  # noqa: E402
+from indexer.ray_plan import RayConfig  # noqa: E402
 from retrieval.library import Library  # noqa: E402
 from cpu_info import cpu  # noqa: E402
 

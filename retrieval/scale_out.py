@@ -34,7 +34,8 @@ def ray_executor(
     Ray instance), with `path_map` entries `LOCAL=REMOTE`, and `batch_size` files per decode
     task and encoder call (0: 16 on CPUs, 64 with GPUs). Raises BadOption for a malformed map, ExecutorUnavailable
     when ray is not installed."""
-    from indexer.ray_executor import PathMap, RayConfig, RayExecutor
+    from indexer.ray_executor import RayExecutor
+    from indexer.ray_plan import PathMap, RayConfig
 
     if batch_size < 0:
         raise BadOption("batch_size", batch_size, "0 or more")

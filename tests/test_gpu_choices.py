@@ -13,8 +13,8 @@ import torch
 
 from conftest import TINY
 from indexer import models, precision_guard, vector_index
-from indexer.ray_executor import ActorPlan, RayConfig, plan_actors
-from indexer.vector_index import IndexTag, VectorIndex, train_ivf
+from indexer.ray_plan import ActorPlan, RayConfig, plan_actors
+from indexer.vector_index import train_ivf
 from retrieval.library import Library
 
 

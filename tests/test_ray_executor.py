@@ -24,7 +24,8 @@ from indexer import failpoints
 from indexer.errors import BadOption, ModelNotAvailable
 from indexer.executor import EmbedTask, ModelRef
 from indexer.items import IMAGE
-from indexer.ray_executor import PathMap, RayConfig, RayExecutor, map_path
+from indexer.ray_executor import RayExecutor
+from indexer.ray_plan import PathMap, RayConfig, map_path
 from retrieval.library import Library
 
 # CI installs the `ray` extra: there a missing ray fails; elsewhere these tests skip.
