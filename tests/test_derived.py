@@ -26,7 +26,7 @@ from indexer.derived import (
 )
 from indexer.errors import DiskFull
 
-FP = "clipdex-tiny@d0198f4e41fa82920140"
+FP = "clipdex-tiny@b308732de893a5d5f8bd"
 OTHER = "clipdex-tiny@00000000000000000000"
 PAYLOAD = b"ONNX" + bytes(range(256)) * 64
 

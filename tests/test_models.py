@@ -211,7 +211,7 @@ def test_a_bf16_encoder_copied_with_another_model_encodes_with_that_model() -> N
 
 
 # clipdex-tiny's fingerprint before model cards resolved it (commit 3e0bcda): libraries store it.
-TINY_FINGERPRINT = "clipdex-tiny@d0198f4e41fa82920140"
+TINY_FINGERPRINT = "clipdex-tiny@b308732de893a5d5f8bd"
 
 
 def test_builtin_model_resolves_through_its_card_with_the_same_identity(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from retrieval.library import Library
 
 from conftest import TINY, make_photo
 
-FP = "clipdex-tiny@d0198f4e41fa82920140"
+FP = "clipdex-tiny@b308732de893a5d5f8bd"
 OTHER = "clipdex-tiny@00000000000000000000"
 
 

@@ -170,6 +170,20 @@ def _group_captions(t: Thing, n: int, where: str, bg: str) -> tuple[str, ...]:
     )
 
 
+def partial_captions(scene: Scene) -> tuple[str, ...]:
+    """Shorter captions that name only some of what a scene shows, as people's alt-texts do.
+
+    For each kind of thing in the scene: "a circle", "a red circle", "a large circle on a
+    grey background", "something red". Training on them too (retrieval.demo.train_tiny)
+    teaches the text tower what a shape or a colour alone looks like, which zero-shot
+    tags ask about: full captions always name both together.
+    """
+    out: list[str] = []
+    for shape, colour, size in dict.fromkeys((t.shape, t.colour, t.size) for t in scene.things):
+        out += [f"a {shape}", f"a {colour} {shape}", f"a {size} {shape} on a {scene.background} background", f"something {colour}"]
+    return tuple(out)
+
+
 # -- pictures --------------------------------------------------------------------------------
 
 
@@ -262,13 +276,18 @@ def write_world(folder: Path, scenes: Sequence[Scene], size: int = 128, name: st
 
 def from_scenes(scenes: Sequence[Scene], spec: InputSpec, size: int = 128) -> PairData:
     """Render synthetic scenes and decode them through the same path as image files."""
+    return build(list(render_pixels(scenes, spec, size)), [s.captions for s in scenes])
+
+
+def render_pixels(scenes: Sequence[Scene], spec: InputSpec, size: int = 128) -> np.ndarray:
+    """(N, H, W, 3) uint8: each scene rendered, then decoded the way an indexed file is."""
     pixels = []
     for scene in scenes:
         decoded = decode_bytes(png_bytes(scene, size), spec)
         if not isinstance(decoded, DecodedImage):
             raise RuntimeError(f"a rendered scene did not decode: {decoded.reason}")
         pixels.append(decoded.pixels)
-    return build(pixels, [s.captions for s in scenes])
+    return np.stack(pixels)
 
 
 REFERENCE_SEED = 20240  # the base-domain pairs `--keep-base` measures retention on: never the demo's or a benchmark's
