@@ -180,7 +180,8 @@ def partial_captions(scene: Scene) -> tuple[str, ...]:
     """
     out: list[str] = []
     for shape, colour, size in dict.fromkeys((t.shape, t.colour, t.size) for t in scene.things):
-        out += [f"a {shape}", f"a {colour} {shape}", f"a {size} {shape} on a {scene.background} background", f"something {colour}"]
+        on_background = f"a {size} {shape} on a {scene.background} background"
+        out += [f"a {shape}", f"a {colour} {shape}", on_background, f"something {colour}"]
     return tuple(out)
 
 
