@@ -47,6 +47,7 @@ from safetensors.torch import save_file
 
 from indexer.model_store import BUILTIN_DIR, register_builtin_models
 from indexer.models import TINY_MODEL, Encoder, ModelSpec, load_encoder
+from indexer.precision_guard import cpu_has_native_bf16
 from retrieval.demo import world
 from retrieval.demo.world import from_scenes
 from retrieval.contrastive import pixels_to_input
@@ -148,13 +149,14 @@ def learn_words(encoder: Encoder, scenes: list[world.Scene], config: WordsConfig
     optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(SEED)
     y = torch.from_numpy(targets)
+    bf16 = cpu_has_native_bf16()  # emulated bf16 is slower than fp32
     loss = torch.zeros(())
     for step in range(config.steps):
         rate = config.lr * min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + np.cos(np.pi * step / config.steps))
         for group in optimizer.param_groups:
             group["lr"] = rate
         rows = rng.choice(len(pixels), config.batch_size, replace=False)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=_has_bf16()):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = head(tower(pixels_to_input(encoder, pixels[rows])))
         loss = F.binary_cross_entropy_with_logits(logits.float(), y[rows])
         optimizer.zero_grad(set_to_none=True)
@@ -164,15 +166,6 @@ def learn_words(encoder: Encoder, scenes: list[world.Scene], config: WordsConfig
             _log(f"stage 1 step {step + 1}/{config.steps}  loss {loss.item():.4f} ({time.monotonic() - started:.0f}s)")
     tower.eval()
     return float(loss.item())
-
-
-def _has_bf16() -> bool:
-    """bf16 autocast on this CPU: fast with AVX-512-BF16 or AMX, slower than fp32 without (stage 1 only)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _initial_weights(folder: Path) -> str:
